@@ -1,0 +1,119 @@
+import { z } from "zod";
+
+const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
+  z
+    .string()
+    .regex(/^\d+$/, "must be a whole number")
+    .transform(Number)
+    .pipe(z.int().min(min).max(max));
+const num = (min: number) =>
+  z
+    .string()
+    .regex(/^\d+(\.\d+)?$/, "must be a number")
+    .transform(Number)
+    .pipe(z.number().min(min));
+
+/**
+ * Every setting: an environment variable, also accepted as a command-line flag
+ * (`PORT=9000` or `--port 9000` / `--port=9000`). Flags win over the environment.
+ */
+export const settings = {
+  PORT: { schema: int(0, 65535), default: "8081", help: "TCP port to listen on (0 picks a free one)" },
+  HOST: { schema: z.string().min(1), default: "0.0.0.0", help: "address to bind" },
+  DB_PATH: { schema: z.string().min(1), default: "./data/switchboard.db", help: "SQLite file (folder created), or :memory:" },
+  DB_SYNC: { schema: z.enum(["NORMAL", "FULL"]), default: "NORMAL", help: "synchronous mode: NORMAL survives a process crash, FULL also power loss" },
+  ALLOWED_ORIGINS: {
+    schema: z.string(),
+    default: "",
+    help: "comma-separated browser origins allowed besides the server's own (* for any)",
+  },
+  LOG_LEVEL: { schema: z.enum(["debug", "info", "warn", "error", "silent"]), default: "info", help: "least severe log level printed" },
+  MAX_FRAME_BYTES: { schema: int(256, 16 * 1024 * 1024), default: "65536", help: "largest frame payload; one byte more closes with 1009" },
+  SEND_RATE: { schema: num(0.001), default: "20", help: "sends per second per connection (token bucket refill)" },
+  SEND_BURST: { schema: int(1), default: "40", help: "sends a connection may make at once (token bucket size)" },
+  SIGNIN_FAILS_PER_USER: { schema: int(1), default: "10", help: "failed sign-ins per username per window" },
+  SIGNIN_USER_WINDOW_MS: { schema: int(1), default: "900000", help: "window of SIGNIN_FAILS_PER_USER" },
+  SIGNIN_FAILS_PER_ADDRESS: { schema: int(1), default: "30", help: "failed sign-ins per client address per window" },
+  SIGNIN_ADDRESS_WINDOW_MS: { schema: int(1), default: "60000", help: "window of SIGNIN_FAILS_PER_ADDRESS" },
+  RECOVERY_LIMIT: { schema: int(0), default: "1000", help: "most missed messages a join with since replays" },
+  SEND_BUFFER_BYTES: { schema: int(1024), default: "1048576", help: "per-client send buffer; past it the client is closed with 1013" },
+  INVALID_FRAME_LIMIT: { schema: int(1), default: "10", help: "invalid frames in a row before closing with 1008" },
+  SESSION_IDLE_DAYS: { schema: num(0.0001), default: "30", help: "a session token expires after this long unused" },
+  HASH_CONCURRENCY: { schema: int(1, 64), default: "4", help: "password hashes computed at once" },
+  HASH_QUEUE: { schema: int(0), default: "256", help: "sign-ins waiting for a hash slot before rate_limited" },
+  IDLE_TIMEOUT_S: { schema: int(0, 960), default: "120", help: "close connections silent this long (pings count)" },
+} as const;
+
+type Settings = typeof settings;
+export type SettingName = keyof Settings;
+export type Config = { [K in SettingName]: z.output<Settings[K]["schema"]> } & { allowedOrigins: string[] };
+
+export class ConfigError extends Error {
+  override readonly name = "ConfigError";
+}
+
+const flagName = (name: string) => `--${name.toLowerCase().replaceAll("_", "-")}`;
+
+/** Reads `--name value` and `--name=value` flags for the known settings; other words are returned as rest. */
+function readFlags(argv: readonly string[]): { values: Partial<Record<SettingName, string>>; rest: string[] } {
+  const byFlag = new Map(Object.keys(settings).map((k) => [flagName(k), k as SettingName]));
+  const values: Partial<Record<SettingName, string>> = {};
+  const rest: string[] = [];
+  for (let i = 0; i < argv.length; i++) {
+    const arg = argv[i]!;
+    const eq = arg.indexOf("=");
+    const flag = eq > 0 ? arg.slice(0, eq) : arg;
+    const name = byFlag.get(flag);
+    if (!name) {
+      if (arg.startsWith("--")) throw new ConfigError(`unknown option ${flag} (see --help)`);
+      rest.push(arg);
+      continue;
+    }
+    const value = eq > 0 ? arg.slice(eq + 1) : argv[++i];
+    if (value === undefined) throw new ConfigError(`${flag}: missing value`);
+    values[name] = value;
+  }
+  return { values, rest };
+}
+
+/**
+ * Parses the settings from the environment and flags.
+ * Throws a ConfigError whose message is one line naming the setting and the problem.
+ */
+export function loadConfig(
+  env: Record<string, string | undefined>,
+  argv: readonly string[] = [],
+): { config: Config; rest: string[] } {
+  const { values, rest } = readFlags(argv);
+  const out: Record<string, unknown> = {};
+  for (const [name, def] of Object.entries(settings)) {
+    const raw = values[name as SettingName] ?? env[name] ?? def.default;
+    const parsed = (def.schema as z.ZodType).safeParse(raw.trim());
+    if (!parsed.success) {
+      const why = parsed.error.issues[0]?.message ?? "invalid";
+      throw new ConfigError(`${name}: ${why} (got ${JSON.stringify(raw)})`);
+    }
+    out[name] = parsed.data;
+  }
+  const origins = String(out.ALLOWED_ORIGINS)
+    .split(",")
+    .map((s) => s.trim().replace(/\/+$/, ""))
+    .filter(Boolean);
+  for (const o of origins) {
+    if (o !== "*" && !/^https?:\/\/[^/\s]+$/.test(o)) {
+      throw new ConfigError(`ALLOWED_ORIGINS: ${JSON.stringify(o)} is not an origin like https://chat.example.com`);
+    }
+  }
+  return { config: { ...(out as Omit<Config, "allowedOrigins">), allowedOrigins: origins } as Config, rest };
+}
+
+/** Defaults for every setting, with overrides: for tests and embedding. */
+export function defaultConfig(overrides: Partial<Config> = {}): Config {
+  return { ...loadConfig({}).config, ...overrides };
+}
+
+export function settingsHelp(): string {
+  return Object.entries(settings)
+    .map(([name, s]) => `  ${flagName(name).padEnd(28)} ${name.padEnd(26)} ${s.help} (default ${s.default || "none"})`)
+    .join("\n");
+}

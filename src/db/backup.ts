@@ -1,0 +1,21 @@
+import { Database } from "bun:sqlite";
+import { existsSync, statSync } from "node:fs";
+
+/**
+ * Writes a consistent copy of the database at `source` to `target` with `VACUUM INTO`,
+ * which reads one snapshot and is safe while a server writes (WAL). Refuses to
+ * overwrite. Returns the copy's size in bytes.
+ */
+export function backup(source: string, target: string): number {
+  if (source === ":memory:") throw new Error("an in-memory database has nothing to back up");
+  if (!existsSync(source)) throw new Error(`no database at ${source}`);
+  if (existsSync(target)) throw new Error(`${target} exists; choose a new file`);
+  const db = new Database(source, { readonly: true });
+  try {
+    db.run("PRAGMA busy_timeout = 5000");
+    db.prepare("VACUUM INTO ?").run(target);
+  } finally {
+    db.close();
+  }
+  return statSync(target).size;
+}

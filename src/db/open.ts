@@ -1,0 +1,64 @@
+import { Database } from "bun:sqlite";
+import { mkdirSync } from "node:fs";
+import { dirname } from "node:path";
+import { drizzle, type BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
+import * as schema from "./schema.ts";
+import { migrate } from "./migrate.ts";
+
+export type Db = BunSQLiteDatabase<typeof schema>;
+export type DbSync = "NORMAL" | "FULL";
+
+/** The database as the app sees it: drizzle for queries, the bun:sqlite client for prepared hot paths. */
+export interface Store {
+  db: Db;
+  client: Database;
+  close(): void;
+}
+
+function wrap(client: Database): Store {
+  return { db: drizzle({ client, schema }), client, close: () => client.close() };
+}
+
+function applyPragmas(client: Database, sync: DbSync, file: boolean): void {
+  if (file) {
+    client.run("PRAGMA journal_mode = WAL");
+    client.run(`PRAGMA synchronous = ${sync}`);
+  }
+  client.run("PRAGMA busy_timeout = 5000");
+  client.run("PRAGMA foreign_keys = ON");
+}
+
+/**
+ * Opens (creating folder and file as needed) and migrates the database at `path`;
+ * `:memory:` gives a private in-memory database.
+ */
+export function openStore(path: string, sync: DbSync = "NORMAL"): Store {
+  const file = path !== ":memory:";
+  if (file) mkdirSync(dirname(path), { recursive: true });
+  const client = new Database(path, { create: true, strict: true });
+  try {
+    applyPragmas(client, sync, file);
+    const store = wrap(client);
+    migrate(store.db, client);
+    return store;
+  } catch (e) {
+    client.close();
+    throw e;
+  }
+}
+
+/** A serialized image of a freshly migrated database, for `openStoreFromImage`. */
+export function migratedImage(): Uint8Array {
+  const store = openStore(":memory:");
+  const image = store.client.serialize();
+  store.close();
+  return image;
+}
+
+/** A fresh in-memory database from a migrated image: about 0.06 ms, for tests. */
+export function openStoreFromImage(image: Uint8Array): Store {
+  const client = Database.deserialize(image, { strict: true });
+  // foreign_keys is per connection and resets after deserialize.
+  applyPragmas(client, "NORMAL", false);
+  return wrap(client);
+}

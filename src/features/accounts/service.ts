@@ -1,0 +1,142 @@
+import { and, eq, gt, isNull, sql } from "drizzle-orm";
+import type { Clock } from "../../clock.ts";
+import type { Config } from "../../config.ts";
+import type { Store } from "../../db/open.ts";
+import { sessions, users, type UserRow } from "../../db/schema.ts";
+import { ProtocolError, type User } from "../../protocol/index.ts";
+import { FailureLimiter } from "./failure-limiter.ts";
+import type { PasswordHasher } from "./password.ts";
+import { hashToken, newToken } from "./tokens.ts";
+
+export interface SignedIn {
+  user: User;
+  sessionId: number;
+}
+
+const DAY_MS = 86_400_000;
+/** A session's last use is written at most this often, not on every sign-in. */
+const TOUCH_INTERVAL_MS = 60_000;
+
+export function toUser(row: Pick<UserRow, "id" | "username" | "createdAt">): User {
+  return { id: row.id, username: row.username, createdAt: new Date(row.createdAt).toISOString() };
+}
+
+function isUniqueViolation(e: unknown): boolean {
+  const err = e as { code?: unknown; cause?: { code?: unknown } };
+  return (err?.code ?? err?.cause?.code) === "SQLITE_CONSTRAINT_UNIQUE";
+}
+
+export type AccountService = ReturnType<typeof createAccountService>;
+
+export function createAccountService(deps: { store: Store; hasher: PasswordHasher; clock: Clock; config: Config }) {
+  const { store, hasher, clock, config } = deps;
+  const { db } = store;
+  const idleMs = config.SESSION_IDLE_DAYS * DAY_MS;
+  const byUser = new FailureLimiter(config.SIGNIN_FAILS_PER_USER, config.SIGNIN_USER_WINDOW_MS, clock);
+  const byAddress = new FailureLimiter(config.SIGNIN_FAILS_PER_ADDRESS, config.SIGNIN_ADDRESS_WINDOW_MS, clock);
+  let dummyHash: Promise<string> | undefined;
+
+  const findUserByName = db
+    .select()
+    .from(users)
+    .where(sql`${users.username} = ${sql.placeholder("username")} COLLATE NOCASE`)
+    .prepare();
+  const findSession = db
+    .select({ session: sessions, user: users })
+    .from(sessions)
+    .innerJoin(users, eq(users.id, sessions.userId))
+    .where(
+      and(
+        eq(sessions.tokenHash, sql.placeholder("tokenHash")),
+        isNull(sessions.revokedAt),
+        gt(sessions.expiresAt, sql.placeholder("now")),
+      ),
+    )
+    .prepare();
+
+  function openSession(userId: number): { token: string; sessionId: number } {
+    const token = newToken();
+    const now = clock.now();
+    const row = db
+      .insert(sessions)
+      .values({ tokenHash: hashToken(token), userId, createdAt: now, lastUsedAt: now, expiresAt: now + idleMs })
+      .returning({ id: sessions.id })
+      .get();
+    return { token, sessionId: row.id };
+  }
+
+  function checkLimits(username: string, address: string): void {
+    const wait = Math.max(byUser.retryAfter(username.toLowerCase()), byAddress.retryAfter(address));
+    if (wait > 0) {
+      throw new ProtocolError("rate_limited", "too many failed sign-ins; try again later", { retryAfterMs: wait });
+    }
+  }
+
+  return {
+    async signup(username: string, password: string): Promise<SignedIn & { token: string }> {
+      if (findUserByName.get({ username })) throw new ProtocolError("username_taken", "that username is taken");
+      const passwordHash = await hasher.hash(password);
+      let row: UserRow;
+      try {
+        row = db.insert(users).values({ username, passwordHash, createdAt: clock.now() }).returning().get();
+      } catch (e) {
+        // Two signups for one name raced through the check above.
+        if (isUniqueViolation(e)) throw new ProtocolError("username_taken", "that username is taken");
+        throw e;
+      }
+      const { token, sessionId } = openSession(row.id);
+      return { user: toUser(row), token, sessionId };
+    },
+
+    async login(username: string, password: string, address: string): Promise<SignedIn & { token: string }> {
+      checkLimits(username, address);
+      const row = findUserByName.get({ username });
+      // An unknown name costs one verify too, so that timing does not tell names apart.
+      dummyHash ??= hasher.hash(newToken());
+      const ok = row ? await hasher.verify(row.passwordHash, password) : (await hasher.verify(await dummyHash, password), false);
+      if (!row || !ok) {
+        byUser.fail(username.toLowerCase());
+        byAddress.fail(address);
+        throw new ProtocolError("invalid_credentials", "wrong username or password");
+      }
+      const { token, sessionId } = openSession(row.id);
+      return { user: toUser(row), token, sessionId };
+    },
+
+    auth(token: string): SignedIn {
+      const now = clock.now();
+      const found = findSession.get({ tokenHash: hashToken(token), now });
+      if (!found) throw new ProtocolError("unauthorized", "unknown, expired or revoked token");
+      if (now - found.session.lastUsedAt >= TOUCH_INTERVAL_MS) this.touch(found.session.id);
+      return { user: toUser(found.user), sessionId: found.session.id };
+    },
+
+    /** Records a use of the session, which pushes its idle expiry back. */
+    touch(sessionId: number): void {
+      const now = clock.now();
+      db.update(sessions)
+        .set({ lastUsedAt: now, expiresAt: now + idleMs })
+        .where(and(eq(sessions.id, sessionId), isNull(sessions.revokedAt)))
+        .run();
+    },
+
+    /** Revokes the session (or every live session of its user) and returns the revoked ids. */
+    logout(sessionId: number, userId: number, all: boolean): number[] {
+      const now = clock.now();
+      const target = all ? eq(sessions.userId, userId) : eq(sessions.id, sessionId);
+      return db
+        .update(sessions)
+        .set({ revokedAt: now })
+        .where(and(target, isNull(sessions.revokedAt)))
+        .returning({ id: sessions.id })
+        .all()
+        .map((r) => r.id);
+    },
+
+    /** Drops failure counters that left their window. */
+    sweep(): void {
+      byUser.sweep();
+      byAddress.sweep();
+    },
+  };
+}

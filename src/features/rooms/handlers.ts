@@ -1,0 +1,34 @@
+import type { Handlers } from "../../ws/dispatcher.ts";
+import { requireUser } from "../accounts/handlers.ts";
+import type { RoomService } from "./service.ts";
+
+const DEFAULT_HISTORY_LIMIT = 50;
+
+export function createRoomHandlers(rooms: RoomService) {
+  return {
+    join({ ws, afterReply }, req) {
+      requireUser(ws);
+      return rooms.join(ws, req.room, req.since, afterReply);
+    },
+    leave({ ws }, req) {
+      requireUser(ws);
+      rooms.leave(ws, req.room);
+      return {};
+    },
+    send({ ws, arrivedAt }, req) {
+      requireUser(ws);
+      return rooms.send(ws, req.room, req.body, req.nonce, arrivedAt);
+    },
+    history({ ws }, req) {
+      requireUser(ws);
+      return rooms.history(req.room, req.before, req.limit ?? DEFAULT_HISTORY_LIMIT);
+    },
+    who({ ws }, req) {
+      requireUser(ws);
+      return rooms.who(req.room);
+    },
+    ping() {
+      return {};
+    },
+  } satisfies Pick<Handlers, "join" | "leave" | "send" | "history" | "who" | "ping">;
+}

@@ -1,0 +1,351 @@
+import type { Server } from "bun";
+import type { Database } from "bun:sqlite";
+import type { Clock } from "../../clock.ts";
+import type { Config } from "../../config.ts";
+import type { Logger } from "../../log.ts";
+import type { Metrics } from "../../metrics.ts";
+import { ProtocolError, type ResultOf } from "../../protocol/index.ts";
+import type { Socket } from "../../ws/connection.ts";
+import type { Outbound } from "../../ws/outbound.ts";
+import type { RoomQueries } from "./queries.ts";
+
+/** A room with members connected (or sends in flight): its latest seq lives here while loaded. */
+interface LiveRoom {
+  readonly id: number;
+  readonly name: string;
+  readonly topic: string;
+  /** The latest committed seq; inside a write transaction, the latest assigned. */
+  latestSeq: number;
+  readonly conns: Set<Socket>;
+  /** username -> connections of that user in the room. */
+  readonly users: Map<string, number>;
+  pendingWrites: number;
+}
+
+interface PendingSend {
+  room: LiveRoom;
+  userId: number;
+  username: string;
+  body: string;
+  nonce: string | null;
+  arrivedAt: number;
+  resolve(result: ResultOf<"send">): void;
+  reject(error: unknown): void;
+  seq: number;
+  at: number;
+  duplicate: boolean;
+}
+
+/** Catch-up pages are read this many messages at a time... */
+const CATCHUP_PAGE = 256;
+/** ...while the client's unsent bytes stay under this; the rest follows on `drain`. */
+const CATCHUP_HIGH_WATER = 256 * 1024;
+
+export function messageEventJson(room: string, seq: number, user: string, body: string, at: string, nonce: string | null): string {
+  return JSON.stringify(
+    nonce === null
+      ? { type: "message", room, seq, user, body, at }
+      : { type: "message", room, seq, user, body, at, nonce },
+  );
+}
+
+export type RoomService = ReturnType<typeof createRoomService>;
+
+/**
+ * Rooms: membership and presence in memory, history in SQLite, and the write path.
+ *
+ * Sends are group-committed: every send that arrives before the next turn of the event
+ * loop is written in one transaction, then acknowledged and published. Seqs are assigned
+ * inside that synchronous transaction, so they are gapless, and the queue is FIFO, so one
+ * connection's sends keep their arrival order. Publishing happens in the same synchronous
+ * block as the commit, which is what makes recovery exact: a join reads the database and
+ * subscribes with no commit in between, so it sees each message once, either way.
+ */
+export function createRoomService(deps: {
+  client: Database;
+  queries: RoomQueries;
+  clock: Clock;
+  config: Config;
+  outbound: Outbound;
+  metrics: Metrics;
+  log: Logger;
+}) {
+  const { client, queries, clock, config, outbound, metrics, log } = deps;
+  const live = new Map<string, LiveRoom>();
+  let server: Server<unknown> | null = null;
+  let queue: PendingSend[] = [];
+  let flushScheduled = false;
+  let flushing: Promise<void> | null = null;
+  let settleFlush: (() => void) | null = null;
+
+  function load(name: string): LiveRoom {
+    let room = live.get(name);
+    if (!room) {
+      const row = queries.ensureRoom(name, clock.now());
+      room = { id: row.id, name, topic: `room:${name}`, latestSeq: row.latestSeq, conns: new Set(), users: new Map(), pendingWrites: 0 };
+      live.set(name, room);
+    }
+    return room;
+  }
+
+  function unloadIfIdle(room: LiveRoom): void {
+    if (room.conns.size === 0 && room.pendingWrites === 0) live.delete(room.name);
+  }
+
+  function presence(room: LiveRoom, user: string, state: "join" | "leave"): void {
+    const frame = JSON.stringify({ type: "presence", room: room.name, user, state });
+    for (const ws of room.conns) outbound.send(ws, frame);
+  }
+
+  function writeBatch(batch: PendingSend[]): void {
+    const touched = new Set<LiveRoom>();
+    for (const item of batch) {
+      const { room } = item;
+      touched.add(room);
+      item.duplicate = false;
+      if (item.nonce !== null) {
+        // Sees rows written earlier in this same transaction too.
+        const prior = queries.findByNonce(room.id, item.userId, item.nonce);
+        if (prior) {
+          item.seq = prior.seq;
+          item.at = prior.at;
+          item.duplicate = true;
+          continue;
+        }
+      }
+      item.seq = ++room.latestSeq;
+      item.at = clock.now();
+      queries.insertMessage(room.id, item.seq, item.userId, item.body, item.nonce, item.at);
+    }
+    for (const room of touched) queries.setLatest(room.id, room.latestSeq);
+  }
+  const writeBatchTx = client.transaction(writeBatch);
+
+  /** Runs `write` in a transaction; on failure puts every touched room's seq back. */
+  function commit(batch: PendingSend[]): unknown {
+    const saved = new Map<LiveRoom, number>();
+    for (const item of batch) if (!saved.has(item.room)) saved.set(item.room, item.room.latestSeq);
+    try {
+      writeBatchTx(batch);
+      metrics.commits++;
+      return null;
+    } catch (e) {
+      for (const [room, seq] of saved) room.latestSeq = seq;
+      return e ?? new Error("write failed");
+    }
+  }
+
+  function flush(): void {
+    flushScheduled = false;
+    const batch = queue;
+    queue = [];
+    if (batch.length === 0) return;
+    const failure = commit(batch);
+    const failed = new Set<PendingSend>();
+    if (failure !== null) {
+      // One bad row must not sink the others: retry one by one.
+      log.error("send_batch_failed", { err: failure, size: batch.length });
+      for (const item of batch) {
+        if (batch.length > 1 && commit([item]) === null) continue;
+        failed.add(item);
+      }
+    }
+    const touched = new Set<LiveRoom>();
+    const now = performance.now();
+    for (const item of batch) {
+      const { room } = item;
+      room.pendingWrites--;
+      touched.add(room);
+      if (failed.has(item)) {
+        item.reject(new Error("message could not be stored"));
+        continue;
+      }
+      const at = new Date(item.at).toISOString();
+      if (item.duplicate) {
+        metrics.messagesDeduplicated++;
+      } else {
+        metrics.messagesStored++;
+        server?.publish(room.topic, messageEventJson(room.name, item.seq, item.username, item.body, at, item.nonce));
+      }
+      metrics.sendLatency(now - item.arrivedAt);
+      item.resolve({ seq: item.seq, at });
+    }
+    for (const room of touched) {
+      for (const ws of room.conns) {
+        outbound.check(ws);
+        if (ws.data.catchups?.has(room.name)) pump(ws);
+      }
+      unloadIfIdle(room);
+    }
+    if (queue.length === 0 && settleFlush) {
+      settleFlush();
+      settleFlush = null;
+      flushing = null;
+    }
+  }
+
+  /** Replays missed messages to `ws` page by page, then subscribes it to live ones. */
+  function pump(ws: Socket): void {
+    const catchups = ws.data.catchups;
+    if (!catchups) return;
+    for (const [name, from] of catchups) {
+      const room = live.get(name);
+      if (!room) {
+        catchups.delete(name);
+        continue;
+      }
+      let cursor = from;
+      for (;;) {
+        if (ws.data.closed) return;
+        if (cursor >= room.latestSeq) {
+          // Same synchronous block as the last read: no commit can fall in between.
+          ws.subscribe(room.topic);
+          catchups.delete(name);
+          break;
+        }
+        if (ws.getBufferedAmount() > CATCHUP_HIGH_WATER) {
+          catchups.set(name, cursor);
+          break;
+        }
+        for (const m of queries.range(name, room.id, cursor, room.latestSeq, CATCHUP_PAGE)) {
+          outbound.send(ws, messageEventJson(name, m.seq, m.user, m.body, m.at, m.nonce ?? null));
+          cursor = m.seq;
+        }
+      }
+    }
+    if (catchups.size === 0) ws.data.catchups = null;
+  }
+
+  function leaveRoom(ws: Socket, room: LiveRoom): void {
+    const username = ws.data.user!.username;
+    ws.data.rooms.delete(room.name);
+    ws.data.catchups?.delete(room.name);
+    room.conns.delete(ws);
+    if (!ws.data.closed) ws.unsubscribe(room.topic);
+    const left = (room.users.get(username) ?? 1) - 1;
+    if (left > 0) {
+      room.users.set(username, left);
+    } else {
+      room.users.delete(username);
+      presence(room, username, "leave");
+    }
+    unloadIfIdle(room);
+  }
+
+  function refillAndTake(ws: Socket): void {
+    const conn = ws.data;
+    const now = clock.now();
+    conn.sendTokens = Math.min(config.SEND_BURST, conn.sendTokens + ((now - conn.sendRefilledAt) * config.SEND_RATE) / 1000);
+    conn.sendRefilledAt = now;
+    if (conn.sendTokens < 1) {
+      const retryAfterMs = Math.ceil(((1 - conn.sendTokens) * 1000) / config.SEND_RATE);
+      throw new ProtocolError("rate_limited", `at most ${config.SEND_RATE} sends per second`, { retryAfterMs });
+    }
+    conn.sendTokens -= 1;
+  }
+
+  return {
+    attach(s: Server<unknown>): void {
+      server = s;
+    },
+
+    join(ws: Socket, name: string, since: number | undefined, afterReply: (fn: () => void) => void): ResultOf<"join"> {
+      const conn = ws.data;
+      const username = conn.user!.username;
+      const room = load(name);
+      const already = conn.rooms.has(name);
+      if (!already) {
+        if (!room.users.has(username)) presence(room, username, "join");
+        room.users.set(username, (room.users.get(username) ?? 0) + 1);
+        room.conns.add(ws);
+        conn.rooms.add(name);
+      }
+      const result: ResultOf<"join"> = { room: name, seq: room.latestSeq, members: [...room.users.keys()] };
+      if (since === undefined) {
+        if (!already) ws.subscribe(room.topic);
+        return result;
+      }
+      const missed = room.latestSeq - since;
+      result.recovered = missed >= 0 && missed <= config.RECOVERY_LIMIT;
+      if (already) {
+        // Already receiving live messages: replaying would deliver some twice.
+        return result;
+      }
+      if (!result.recovered || missed === 0) {
+        ws.subscribe(room.topic);
+        return result;
+      }
+      (conn.catchups ??= new Map()).set(name, since);
+      afterReply(() => pump(ws));
+      return result;
+    },
+
+    leave(ws: Socket, name: string): void {
+      const room = live.get(name);
+      if (room && ws.data.rooms.has(name)) leaveRoom(ws, room);
+    },
+
+    leaveAll(ws: Socket): void {
+      for (const name of [...ws.data.rooms]) {
+        const room = live.get(name);
+        if (room) leaveRoom(ws, room);
+      }
+      ws.data.rooms.clear();
+      ws.data.catchups = null;
+    },
+
+    send(ws: Socket, name: string, body: string, nonce: string | undefined, arrivedAt: number): Promise<ResultOf<"send">> {
+      const conn = ws.data;
+      const room = conn.rooms.has(name) ? live.get(name) : undefined;
+      if (!room) throw new ProtocolError("not_joined", `join ${name} before sending to it`);
+      refillAndTake(ws);
+      return new Promise((resolve, reject) => {
+        room.pendingWrites++;
+        queue.push({
+          room,
+          userId: conn.user!.id,
+          username: conn.user!.username,
+          body,
+          nonce: nonce ?? null,
+          arrivedAt,
+          resolve,
+          reject,
+          seq: 0,
+          at: 0,
+          duplicate: false,
+        });
+        if (!flushScheduled) {
+          flushScheduled = true;
+          setImmediate(flush);
+        }
+      });
+    },
+
+    history(name: string, before: number | undefined, limit: number): ResultOf<"history"> {
+      const room = live.get(name) ?? queries.findRoom(name);
+      if (!room) return { messages: [], hasMore: false };
+      const messages = queries.before(name, room.id, before ?? Number.MAX_SAFE_INTEGER, limit);
+      // Seqs are gapless from 1, so older messages exist exactly when the oldest returned is not 1.
+      return { messages, hasMore: messages.length > 0 && messages[0]!.seq > 1 };
+    },
+
+    who(name: string): ResultOf<"who"> {
+      return { members: [...(live.get(name)?.users.keys() ?? [])] };
+    },
+
+    drain(ws: Socket): void {
+      pump(ws);
+    },
+
+    /** Resolves once every queued send is committed and answered (for shutdown). */
+    idle(): Promise<void> {
+      if (queue.length === 0 && !flushScheduled) return Promise.resolve();
+      flushing ??= new Promise<void>((resolve) => (settleFlush = resolve));
+      return flushing;
+    },
+
+    get liveRooms(): number {
+      return live.size;
+    },
+  };
+}

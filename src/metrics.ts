@@ -1,0 +1,73 @@
+/**
+ * Prometheus counters, gauges and a latency histogram, rendered in the text
+ * exposition format at `GET /metrics`. Plain objects: no registry library needed
+ * for a handful of series.
+ */
+const LATENCY_BUCKETS_MS = [0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500];
+
+export class Metrics {
+  connectionsOpened = 0;
+  connectionsClosed = 0;
+  readonly requests = new Map<string, number>();
+  readonly errors = new Map<string, number>();
+  readonly closes = new Map<number, number>();
+  messagesStored = 0;
+  messagesDeduplicated = 0;
+  commits = 0;
+  private readonly latencyCounts = new Array<number>(LATENCY_BUCKETS_MS.length).fill(0);
+  private latencyCount = 0;
+  private latencySumMs = 0;
+
+  request(type: string): void {
+    this.requests.set(type, (this.requests.get(type) ?? 0) + 1);
+  }
+  error(code: string): void {
+    this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
+  }
+  closed(code: number): void {
+    this.connectionsClosed++;
+    this.closes.set(code, (this.closes.get(code) ?? 0) + 1);
+  }
+  sendLatency(ms: number): void {
+    this.latencyCount++;
+    this.latencySumMs += ms;
+    for (let i = 0; i < LATENCY_BUCKETS_MS.length; i++) {
+      if (ms <= LATENCY_BUCKETS_MS[i]!) this.latencyCounts[i]!++;
+    }
+  }
+
+  render(gauges: { rooms: number; dbBytes: number; roomsLoaded: number }): string {
+    const out: string[] = [];
+    const family = (name: string, type: string, help: string) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
+    const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
+
+    family("switchboard_connections", "gauge", "Open WebSocket connections.");
+    out.push(`switchboard_connections ${this.connectionsOpened - this.connectionsClosed}`);
+    family("switchboard_connections_opened_total", "counter", "WebSocket connections accepted.");
+    out.push(`switchboard_connections_opened_total ${this.connectionsOpened}`);
+    family("switchboard_connections_closed_total", "counter", "WebSocket connections closed, by close code.");
+    for (const [code, n] of this.closes) out.push(`switchboard_connections_closed_total{code="${code}"} ${n}`);
+    family("switchboard_requests_total", "counter", "Requests answered, by type.");
+    for (const [type, n] of this.requests) out.push(`switchboard_requests_total{type="${esc(type)}"} ${n}`);
+    family("switchboard_errors_total", "counter", "Error replies, by code.");
+    for (const [code, n] of this.errors) out.push(`switchboard_errors_total{code="${esc(code)}"} ${n}`);
+    family("switchboard_messages_stored_total", "counter", "Messages committed.");
+    out.push(`switchboard_messages_stored_total ${this.messagesStored}`);
+    family("switchboard_messages_deduplicated_total", "counter", "Sends answered from an earlier send with the same nonce.");
+    out.push(`switchboard_messages_deduplicated_total ${this.messagesDeduplicated}`);
+    family("switchboard_commits_total", "counter", "Database transactions that stored messages (group commits).");
+    out.push(`switchboard_commits_total ${this.commits}`);
+    family("switchboard_send_latency_ms", "histogram", "Time from a send frame's arrival to its ok, in milliseconds.");
+    LATENCY_BUCKETS_MS.forEach((le, i) => out.push(`switchboard_send_latency_ms_bucket{le="${le}"} ${this.latencyCounts[i]}`));
+    out.push(`switchboard_send_latency_ms_bucket{le="+Inf"} ${this.latencyCount}`);
+    out.push(`switchboard_send_latency_ms_sum ${this.latencySumMs}`);
+    out.push(`switchboard_send_latency_ms_count ${this.latencyCount}`);
+    family("switchboard_rooms", "gauge", "Rooms in the database.");
+    out.push(`switchboard_rooms ${gauges.rooms}`);
+    family("switchboard_rooms_active", "gauge", "Rooms with at least one member connected.");
+    out.push(`switchboard_rooms_active ${gauges.roomsLoaded}`);
+    family("switchboard_database_bytes", "gauge", "Size of the database (pages times page size).");
+    out.push(`switchboard_database_bytes ${gauges.dbBytes}`);
+    return out.join("\n") + "\n";
+  }
+}

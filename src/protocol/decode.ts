@@ -1,0 +1,73 @@
+import { z } from "zod";
+import { ProtocolError, type Issue } from "./errors.ts";
+import { isRequestType, Ref, requestSchemas, type Request } from "./requests.ts";
+
+export type Decoded =
+  | { ok: true; request: Request }
+  | { ok: false; ref: Ref | undefined; error: ProtocolError };
+
+function toIssues(error: z.ZodError): Issue[] {
+  return error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message }));
+}
+
+function fail(ref: Ref | undefined, error: ProtocolError): Decoded {
+  return { ok: false, ref, error };
+}
+
+/**
+ * Turns one text frame into a typed request, or the protocol error to answer with.
+ * Never throws: zod can throw on hostile input (STACK-NOTES.md), which is a `bad_request`.
+ *
+ * @example
+ * const d = decodeRequest('{"type":"ping","ref":1}');
+ * if (d.ok) d.request.type; // "ping"
+ */
+export function decodeRequest(text: string): Decoded {
+  let value: unknown;
+  try {
+    value = JSON.parse(text);
+  } catch {
+    return fail(undefined, new ProtocolError("bad_request", "frame is not valid JSON"));
+  }
+  if (typeof value !== "object" || value === null || Array.isArray(value)) {
+    return fail(undefined, new ProtocolError("bad_request", "frame is not a JSON object"));
+  }
+  const frame = value as Record<string, unknown>;
+  let ref: Ref | undefined;
+  if (Object.hasOwn(frame, "ref")) {
+    const r = Ref.safeParse(frame.ref);
+    if (!r.success) {
+      return fail(undefined, new ProtocolError("bad_request", "ref: must be a string of at most 64 chars or a safe integer", {
+        issues: [{ path: "ref", message: "must be a string of at most 64 chars or a safe integer" }],
+      }));
+    }
+    ref = r.data;
+  }
+  let type = frame.type;
+  // The original server's clients send {username, password} with no type: a signup.
+  if (type === undefined && Object.hasOwn(frame, "username") && Object.hasOwn(frame, "password")) {
+    type = "signup";
+    frame.type = type;
+  }
+  if (typeof type !== "string") {
+    return fail(ref, new ProtocolError("bad_request", "type: must be a string", {
+      issues: [{ path: "type", message: "must be a string" }],
+    }));
+  }
+  if (!isRequestType(type)) {
+    return fail(ref, new ProtocolError("unknown_type", `unknown request type: ${type.slice(0, 64)}`));
+  }
+  let parsed;
+  try {
+    parsed = requestSchemas[type].safeParse(frame);
+  } catch {
+    return fail(ref, new ProtocolError("bad_request", "fields fail validation"));
+  }
+  if (!parsed.success) {
+    const issues = toIssues(parsed.error);
+    const first = issues[0];
+    const message = first ? `${first.path || "frame"}: ${first.message}` : "fields fail validation";
+    return fail(ref, new ProtocolError("bad_request", message, { issues }));
+  }
+  return { ok: true, request: parsed.data as Request };
+}

@@ -1,0 +1,166 @@
+import type { Server } from "bun";
+import type { Clock } from "./clock.ts";
+import type { Config } from "./config.ts";
+import type { Store } from "./db/open.ts";
+import { createAccountHandlers } from "./features/accounts/handlers.ts";
+import type { PasswordHasher } from "./features/accounts/password.ts";
+import { createAccountService } from "./features/accounts/service.ts";
+import { createRoomHandlers } from "./features/rooms/handlers.ts";
+import { createRoomQueries } from "./features/rooms/queries.ts";
+import { createRoomService } from "./features/rooms/service.ts";
+import type { Logger } from "./log.ts";
+import { Metrics } from "./metrics.ts";
+import { CloseCode, protocolJsonSchema } from "./protocol/index.ts";
+import { createConn, type Conn, type Socket } from "./ws/connection.ts";
+import { createDispatcher, type Handlers } from "./ws/dispatcher.ts";
+import { Outbound } from "./ws/outbound.ts";
+import { SessionIndex } from "./ws/sessions.ts";
+
+export interface ServerDeps {
+  config: Config;
+  store: Store;
+  hasher: PasswordHasher;
+  clock: Clock;
+  log: Logger;
+  /** Extra HTTP routes (the demo page), as `Bun.serve` routes. */
+  routes?: Record<string, unknown>;
+}
+
+const json = (body: unknown, status = 200) => Response.json(body, { status });
+
+/** Is a browser at `origin` allowed to open a socket? Same origin, or listed. */
+export function originAllowed(origin: string | null, host: string | null, allowed: readonly string[]): boolean {
+  if (origin === null) return true; // CLI tools and servers send no Origin
+  if (allowed.includes("*") || allowed.includes(origin)) return true;
+  try {
+    return host !== null && new URL(origin).host === host;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Builds a Switchboard from its dependencies. Nothing listens until `listen`; many can
+ * live in one process, each with its own database.
+ */
+export function createServer(deps: ServerDeps) {
+  const { config, store, hasher, clock, log } = deps;
+  const metrics = new Metrics();
+  const outbound = new Outbound(config.SEND_BUFFER_BYTES);
+  const sessions = new SessionIndex();
+  const sockets = new Set<Socket>();
+  const accounts = createAccountService({ store, hasher, clock, config });
+  const queries = createRoomQueries(store.client);
+  const rooms = createRoomService({ client: store.client, queries, clock, config, outbound, metrics, log });
+  const account = createAccountHandlers({ accounts, sessions, outbound, onSignOut: (ws) => rooms.leaveAll(ws) });
+  const handlers = { ...account.handlers, ...createRoomHandlers(rooms) } satisfies Handlers;
+  const dispatcher = createDispatcher({ handlers, outbound, metrics, log, invalidFrameLimit: config.INVALID_FRAME_LIMIT });
+  const healthQuery = store.client.prepare("SELECT 1");
+  const sizeQuery = store.client.prepare<{ bytes: number }, []>(
+    "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
+  );
+  let protocolJson: string | undefined;
+  let server: Server<Conn> | null = null;
+  let stopping = false;
+  const sweeper = setInterval(() => accounts.sweep(), 60_000);
+  sweeper.unref();
+
+  function fetch(req: Request, srv: Server<Conn>): Response | undefined {
+    const url = new URL(req.url);
+    if (url.pathname === "/ws") {
+      if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
+        return new Response("Upgrade Required: connect with a WebSocket client\n", {
+          status: 426,
+          headers: { Upgrade: "websocket", Connection: "Upgrade" },
+        });
+      }
+      if (stopping) return json({ error: "shutting down" }, 503);
+      if (!originAllowed(req.headers.get("origin"), req.headers.get("host"), config.allowedOrigins)) {
+        return json({ error: "origin not allowed" }, 403);
+      }
+      const address = srv.requestIP(req)?.address ?? "unknown";
+      if (srv.upgrade(req, { data: createConn(address, config.SEND_BURST, clock.now()) })) return undefined;
+      return json({ error: "bad WebSocket upgrade" }, 400);
+    }
+    if (req.method !== "GET" && req.method !== "HEAD") return json({ error: "method not allowed" }, 405);
+    switch (url.pathname) {
+      case "/healthz":
+        try {
+          healthQuery.get();
+          return json({ status: "ok" });
+        } catch (err) {
+          log.error("health_check_failed", { err });
+          return json({ status: "unavailable" }, 503);
+        }
+      case "/metrics":
+        return new Response(
+          metrics.render({ rooms: queries.countRooms(), roomsLoaded: rooms.liveRooms, dbBytes: sizeQuery.get()?.bytes ?? 0 }),
+          { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } },
+        );
+      case "/protocol.json":
+        protocolJson ??= JSON.stringify(protocolJsonSchema(), null, 2);
+        return new Response(protocolJson, { headers: { "content-type": "application/schema+json" } });
+      default:
+        return json({ error: "not found" }, 404);
+    }
+  }
+
+  const websocket = {
+    data: {} as Conn,
+    maxPayloadLength: config.MAX_FRAME_BYTES,
+    // Past this Bun stops queueing for the socket; Outbound closes it with 1013 first.
+    backpressureLimit: config.SEND_BUFFER_BYTES,
+    closeOnBackpressureLimit: false,
+    idleTimeout: config.IDLE_TIMEOUT_S,
+    sendPings: true,
+    perMessageDeflate: false,
+    open(ws: Socket) {
+      sockets.add(ws);
+      metrics.connectionsOpened++;
+    },
+    message(ws: Socket, message: string | Buffer) {
+      dispatcher.message(ws, message);
+    },
+    drain(ws: Socket) {
+      rooms.drain(ws);
+    },
+    close(ws: Socket, code: number) {
+      ws.data.closed = true;
+      sockets.delete(ws);
+      account.signOut(ws);
+      metrics.closed(code);
+    },
+  };
+
+  return {
+    fetch,
+    websocket,
+    metrics,
+    /** Starts listening; `port: 0` picks a free port (read `server.port`). */
+    listen(opts: { port?: number; hostname?: string } = {}): Server<Conn> {
+      server = Bun.serve<Conn>({
+        port: opts.port ?? config.PORT,
+        hostname: opts.hostname ?? config.HOST,
+        fetch,
+        websocket,
+        ...(deps.routes ? { routes: deps.routes as never } : {}),
+      });
+      rooms.attach(server);
+      return server;
+    },
+    /**
+     * Graceful stop: refuse new connections, let queued sends commit and be answered,
+     * then close every socket with 1001 (clients reconnect and recover with `since`).
+     */
+    async shutdown(): Promise<void> {
+      stopping = true;
+      clearInterval(sweeper);
+      void server?.stop(false);
+      await rooms.idle();
+      for (const ws of sockets) outbound.close(ws, CloseCode.goingAway, "server shutting down");
+      await server?.stop(true);
+    },
+  };
+}
+
+export type Switchboard = ReturnType<typeof createServer>;

@@ -1,0 +1,45 @@
+import type { ServerWebSocket } from "bun";
+import type { Request, User } from "../protocol/index.ts";
+
+/** Per-connection state, kept in `ws.data`. Kept small: 10,000 idle connections must stay cheap. */
+export interface Conn {
+  readonly id: number;
+  /** The client's address, for sign-in failure limits. */
+  readonly address: string;
+  user: User | null;
+  sessionId: number | null;
+  /** Rooms this connection joined, by name. */
+  rooms: Set<string>;
+  /** Rooms whose missed messages are still being replayed: name -> last seq sent. */
+  catchups: Map<string, number> | null;
+  /** Invalid frames in a row. */
+  invalidStreak: number;
+  /** Send token bucket. */
+  sendTokens: number;
+  sendRefilledAt: number;
+  /** Frames that arrived while an earlier sign-in was still hashing; run in order after it. */
+  pending: Array<{ request: Request; arrivedAt: number }> | null;
+  busy: boolean;
+  closed: boolean;
+}
+
+export type Socket = ServerWebSocket<Conn>;
+
+let nextId = 1;
+
+export function createConn(address: string, burst: number, now: number): Conn {
+  return {
+    id: nextId++,
+    address,
+    user: null,
+    sessionId: null,
+    rooms: new Set(),
+    catchups: null,
+    invalidStreak: 0,
+    sendTokens: burst,
+    sendRefilledAt: now,
+    pending: null,
+    busy: false,
+    closed: false,
+  };
+}

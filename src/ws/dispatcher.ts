@@ -1,0 +1,147 @@
+import type { Logger } from "../log.ts";
+import type { Metrics } from "../metrics.ts";
+import {
+  CloseCode,
+  decodeRequest,
+  ProtocolError,
+  type Ref,
+  type Request,
+  type RequestOf,
+  type RequestType,
+  type ResultOf,
+} from "../protocol/index.ts";
+import type { Socket } from "./connection.ts";
+import type { Outbound } from "./outbound.ts";
+
+export interface Ctx {
+  ws: Socket;
+  /** `performance.now()` when the frame arrived. */
+  arrivedAt: number;
+  /** Runs `fn` right after the reply is sent (a join's catch-up follows its `ok`). */
+  afterReply(fn: () => void): void;
+}
+
+export type Handler<K extends RequestType> = (ctx: Ctx, request: RequestOf<K>) => ResultOf<K> | Promise<ResultOf<K>>;
+export type Handlers = { [K in RequestType]: Handler<K> };
+
+/**
+ * Requests whose handler may run while an earlier request of the same connection is
+ * still pending. Everything else waits for a pending sign-in, so that a client may
+ * write `login` then `join` then `send` without waiting and have them run in that order.
+ * `send` resolves after its group commit, but its place in the commit queue is taken
+ * synchronously, so it does not hold the connection up.
+ */
+const NON_BLOCKING: ReadonlySet<RequestType> = new Set(["send", "ping"]);
+/** Frames a connection may have waiting behind a sign-in. */
+const MAX_PENDING = 64;
+
+/**
+ * The one error boundary: frame checks, JSON, validation, the handler, one reply
+ * echoing `ref`. A known ProtocolError becomes its reply; anything else is logged with
+ * its cause and answered `internal`, never with its message (it may hold SQL).
+ */
+export function createDispatcher(deps: {
+  handlers: Handlers;
+  outbound: Outbound;
+  metrics: Metrics;
+  log: Logger;
+  invalidFrameLimit: number;
+}) {
+  const { handlers, outbound, metrics, log, invalidFrameLimit } = deps;
+
+  function replyOk(ws: Socket, ref: Ref | undefined, result: object): void {
+    outbound.send(ws, JSON.stringify(ref === undefined ? { type: "ok", ...result } : { type: "ok", ref, ...result }));
+  }
+
+  function replyError(ws: Socket, ref: Ref | undefined, err: unknown, type: string): void {
+    let error: ProtocolError;
+    if (err instanceof ProtocolError) {
+      error = err;
+    } else {
+      log.error("request_failed", { type, conn: ws.data.id, err });
+      error = new ProtocolError("internal", "internal error");
+    }
+    metrics.error(error.code);
+    outbound.send(
+      ws,
+      JSON.stringify({ type: "error", ...(ref === undefined ? {} : { ref }), code: error.code, message: error.message, ...error.extra }),
+    );
+  }
+
+  function run(ws: Socket, request: Request, arrivedAt: number): void {
+    const conn = ws.data;
+    const { ref, type } = request;
+    metrics.request(type);
+    let after: (() => void) | undefined;
+    const ctx: Ctx = { ws, arrivedAt, afterReply: (fn) => (after = fn) };
+    let out: object | Promise<object>;
+    try {
+      out = (handlers[type] as Handler<typeof type>)(ctx, request as never);
+    } catch (e) {
+      replyError(ws, ref, e, type);
+      return;
+    }
+    if (!(out instanceof Promise)) {
+      replyOk(ws, ref, out);
+      after?.();
+      return;
+    }
+    const blocking = !NON_BLOCKING.has(type);
+    if (blocking) conn.busy = true;
+    out.then(
+      (result) => {
+        replyOk(ws, ref, result);
+        after?.();
+      },
+      (e) => replyError(ws, ref, e, type),
+    ).finally(() => {
+      if (!blocking) return;
+      conn.busy = false;
+      runPending(ws);
+    });
+  }
+
+  function runPending(ws: Socket): void {
+    const conn = ws.data;
+    while (!conn.busy && conn.pending && conn.pending.length > 0 && !conn.closed) {
+      const next = conn.pending.shift()!;
+      run(ws, next.request, next.arrivedAt);
+    }
+    if (conn.pending?.length === 0) conn.pending = null;
+  }
+
+  return {
+    message(ws: Socket, message: string | Buffer): void {
+      const conn = ws.data;
+      if (conn.closed) return;
+      if (typeof message !== "string") {
+        outbound.close(ws, CloseCode.unsupportedData, "binary frames are not supported");
+        return;
+      }
+      const arrivedAt = performance.now();
+      const decoded = decodeRequest(message);
+      if (!decoded.ok) {
+        metrics.request("invalid");
+        replyError(ws, decoded.ref, decoded.error, "invalid");
+        if (++conn.invalidStreak >= invalidFrameLimit) {
+          outbound.close(ws, CloseCode.policyViolation, "too many invalid frames");
+        }
+        return;
+      }
+      conn.invalidStreak = 0;
+      const { request } = decoded;
+      if (conn.busy && request.type !== "ping") {
+        const pending = (conn.pending ??= []);
+        if (pending.length >= MAX_PENDING) {
+          replyError(ws, request.ref, new ProtocolError("rate_limited", "too many requests waiting", { retryAfterMs: 100 }), request.type);
+          return;
+        }
+        pending.push({ request, arrivedAt });
+        return;
+      }
+      run(ws, request, arrivedAt);
+    },
+  };
+}
+
+export type Dispatcher = ReturnType<typeof createDispatcher>;
