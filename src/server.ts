@@ -55,7 +55,6 @@ export function createServer(deps: ServerDeps) {
   const account = createAccountHandlers({ accounts, sessions, outbound, onSignOut: (ws) => rooms.leaveAll(ws) });
   const handlers = { ...account.handlers, ...createRoomHandlers(rooms) } satisfies Handlers;
   const dispatcher = createDispatcher({ handlers, outbound, metrics, log, invalidFrameLimit: config.INVALID_FRAME_LIMIT });
-  const healthQuery = store.client.prepare("SELECT 1");
   const sizeQuery = store.client.prepare<{ bytes: number }, []>(
     "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
   );
@@ -86,7 +85,10 @@ export function createServer(deps: ServerDeps) {
     switch (url.pathname) {
       case "/healthz":
         try {
-          healthQuery.get();
+          // Not a cached statement: those keep answering after the database is closed.
+          const probe = store.client.prepare("SELECT count(*) FROM sqlite_master");
+          probe.get();
+          probe.finalize();
           return json({ status: "ok" });
         } catch (err) {
           log.error("health_check_failed", { err });

@@ -128,7 +128,7 @@ export class TestSocket {
   }
 
   /** Sends raw text (or an object as JSON) without a ref. */
-  sendRaw(data: string | Record<string, unknown> | Uint8Array): void {
+  sendRaw(data: string | Record<string, unknown> | Uint8Array<ArrayBuffer>): void {
     this.ws.send(typeof data === "string" || data instanceof Uint8Array ? data : JSON.stringify(data));
   }
 
@@ -151,7 +151,13 @@ export class TestSocket {
   /** Collects `n` message events of `room`, in arrival order. */
   async messages(room: string, n: number, timeoutMs = 5000): Promise<Frame[]> {
     const out: Frame[] = [];
-    while (out.length < n) out.push(await this.next((f) => f.type === "message" && f.room === room, timeoutMs));
+    while (out.length < n) {
+      const f = await this.next((f) => f.type === "message" && f.room === room, timeoutMs).catch(() => {
+        const last = out.at(-1)?.seq;
+        throw new Error(`timed out after ${out.length} of ${n} messages in ${room} (last seq ${last}; frames ${this.frames.length})`);
+      });
+      out.push(f);
+    }
     return out;
   }
 

@@ -1,0 +1,80 @@
+import { expect, test } from "bun:test";
+import { ConfigError, loadConfig, settings } from "../src/config.ts";
+
+test("defaults: port 8081, ./data/switchboard.db, NORMAL, and the limits of the spec", () => {
+  const { config, rest } = loadConfig({});
+  expect(config).toMatchObject({
+    PORT: 8081,
+    DB_PATH: "./data/switchboard.db",
+    DB_SYNC: "NORMAL",
+    MAX_FRAME_BYTES: 65_536,
+    SEND_RATE: 20,
+    SEND_BURST: 40,
+    SIGNIN_FAILS_PER_USER: 10,
+    SIGNIN_USER_WINDOW_MS: 900_000,
+    SIGNIN_FAILS_PER_ADDRESS: 30,
+    SIGNIN_ADDRESS_WINDOW_MS: 60_000,
+    RECOVERY_LIMIT: 1000,
+    SEND_BUFFER_BYTES: 1_048_576,
+    INVALID_FRAME_LIMIT: 10,
+    SESSION_IDLE_DAYS: 30,
+    allowedOrigins: [],
+  });
+  expect(rest).toEqual([]);
+});
+
+test("environment variables, and flags that win over them", () => {
+  const { config, rest } = loadConfig(
+    { PORT: "9000", DB_SYNC: "FULL", ALLOWED_ORIGINS: "https://a.example, http://b.example:8080/" },
+    ["--port", "9100", "--db-path=:memory:", "serve"],
+  );
+  expect(config.PORT).toBe(9100);
+  expect(config.DB_PATH).toBe(":memory:");
+  expect(config.DB_SYNC).toBe("FULL");
+  expect(config.allowedOrigins).toEqual(["https://a.example", "http://b.example:8080"]);
+  expect(rest).toEqual(["serve"]);
+});
+
+test("every setting has a flag", () => {
+  for (const name of Object.keys(settings)) {
+    const flag = `--${name.toLowerCase().replaceAll("_", "-")}`;
+    expect(() => loadConfig({}, [flag, settings[name as keyof typeof settings].default || "*"])).not.toThrow();
+  }
+});
+
+const bad: Array<[Record<string, string>, string[], RegExp]> = [
+  [{ PORT: "eighty" }, [], /^PORT: must be a whole number \(got "eighty"\)$/],
+  [{ PORT: "65536" }, [], /^PORT: /],
+  [{ PORT: "-1" }, [], /^PORT: /],
+  [{ DB_SYNC: "OFF" }, [], /^DB_SYNC: /],
+  [{ SEND_RATE: "0" }, [], /^SEND_RATE: /],
+  [{ MAX_FRAME_BYTES: "1.5" }, [], /^MAX_FRAME_BYTES: /],
+  [{ ALLOWED_ORIGINS: "chat.example.com" }, [], /^ALLOWED_ORIGINS: /],
+  [{}, ["--port"], /^--port: missing value$/],
+  [{}, ["--nope", "1"], /^unknown option --nope/],
+  [{}, ["--log-level", "loud"], /^LOG_LEVEL: /],
+];
+for (const [env, argv, message] of bad) {
+  test(`refuses ${JSON.stringify(env)} ${argv.join(" ")} with one line naming the setting`, () => {
+    let err: unknown;
+    try {
+      loadConfig(env, argv);
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as Error).message).toMatch(message);
+    expect((err as Error).message).not.toContain("\n");
+  });
+}
+
+test("a bad setting makes the server print one line and exit 1, with no stack trace", async () => {
+  const proc = Bun.spawn([process.execPath, "src/main.ts"], {
+    env: { ...process.env, PORT: "eighty" },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  expect(await proc.exited).toBe(1);
+  const err = await new Response(proc.stderr).text();
+  expect(err).toBe('switchboard: PORT: must be a whole number (got "eighty")\n');
+});

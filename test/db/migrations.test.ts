@@ -1,0 +1,64 @@
+import { Database } from "bun:sqlite";
+import { expect, test } from "bun:test";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { drizzle } from "drizzle-orm/bun-sqlite";
+import { migrate } from "../../src/db/migrate.ts";
+import { embeddedMigrations } from "../../src/db/migrations.gen.ts";
+import { openStore } from "../../src/db/open.ts";
+
+const root = join(import.meta.dir, "../..");
+
+test("the embedded migrations are exactly the files in migrations/, in journal order", () => {
+  const journal = JSON.parse(readFileSync(join(root, "migrations/meta/_journal.json"), "utf8"));
+  const files = readdirSync(join(root, "migrations")).filter((f) => f.endsWith(".sql")).sort();
+  expect(embeddedMigrations.map((m) => `${m.tag}.sql`)).toEqual(files);
+  expect(embeddedMigrations.map((m) => m.tag)).toEqual(journal.entries.map((e: { tag: string }) => e.tag));
+  for (const m of embeddedMigrations) expect(m.sql).toBe(readFileSync(join(root, "migrations", `${m.tag}.sql`), "utf8"));
+});
+
+test("a file database: folder created, WAL, foreign keys on, migrations applied once", () => {
+  const dir = mkdtempSync(join(tmpdir(), "switchboard-db-"));
+  try {
+    const path = join(dir, "nested/folder/app.db");
+    const store = openStore(path, "FULL");
+    expect(store.client.query("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });
+    expect(store.client.query("PRAGMA synchronous").get()).toEqual({ synchronous: 2 });
+    expect(store.client.query("PRAGMA foreign_keys").get()).toEqual({ foreign_keys: 1 });
+    store.client.run("INSERT INTO users (username, password_hash, created_at) VALUES ('ada', 'x', 0)");
+    store.close();
+    const again = openStore(path);
+    expect(again.client.query("SELECT count(*) AS n FROM __drizzle_migrations").get()).toEqual({ n: embeddedMigrations.length });
+    expect(again.client.query("SELECT username FROM users").all()).toEqual([{ username: "ada" }]);
+    again.close();
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a table-recreate migration does not cascade-delete child rows (foreign keys off while migrating)", () => {
+  const client = new Database(":memory:");
+  client.run("PRAGMA foreign_keys = ON");
+  const db = drizzle({ client });
+  const base = [
+    { tag: "a", when: 1, breakpoints: true, sql: "CREATE TABLE parent (id integer PRIMARY KEY, name text);--> statement-breakpoint\nCREATE TABLE child (id integer PRIMARY KEY, parent_id integer REFERENCES parent(id) ON DELETE CASCADE);" },
+  ];
+  migrate(db, client, base);
+  client.run("INSERT INTO parent VALUES (1, 'p'); INSERT INTO child VALUES (1, 1);");
+  // What drizzle-kit emits to change a column of `parent`.
+  const recreate = {
+    tag: "b",
+    when: 2,
+    breakpoints: true,
+    sql: [
+      "CREATE TABLE __new_parent (id integer PRIMARY KEY, name text NOT NULL DEFAULT '');",
+      "INSERT INTO __new_parent (id, name) SELECT id, name FROM parent;",
+      "DROP TABLE parent;",
+      "ALTER TABLE __new_parent RENAME TO parent;",
+    ].join("--> statement-breakpoint\n"),
+  };
+  migrate(db, client, [...base, recreate]);
+  expect(client.query("SELECT count(*) AS n FROM child").get()).toEqual({ n: 1 });
+  expect(client.query("PRAGMA foreign_keys").get()).toEqual({ foreign_keys: 1 });
+});

@@ -1,0 +1,158 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { signedIn, startApp, uname, type TestApp } from "../helpers.ts";
+
+let t: TestApp;
+afterEach(() => t?.stop());
+
+const PW = "correct horse battery";
+
+describe("accounts over WebSocket", () => {
+  test("signup replies user and token, echoing the ref; the connection is signed in", async () => {
+    t = await startApp();
+    const s = await t.connect();
+    const r = await s.request({ type: "signup", ref: 7, username: "Ada", password: PW });
+    expect(r).toMatchObject({ type: "ok", ref: 7, user: { id: 1, username: "Ada" } });
+    expect(r.token).toBeString();
+    expect(await s.request({ type: "join", room: "lobby" })).toMatchObject({ type: "ok" });
+  });
+
+  test("the legacy {username, password} frame is a signup; without a ref the reply has none", async () => {
+    t = await startApp();
+    const s = await t.connect();
+    s.sendRaw({ username: "legacy_user", password: PW });
+    const r = await s.next();
+    expect(r).toMatchObject({ type: "ok", user: { username: "legacy_user" } });
+    expect("ref" in r).toBe(false);
+  });
+
+  test("username_taken, case-insensitively", async () => {
+    t = await startApp();
+    const s = await t.connect();
+    await s.request({ type: "signup", username: "Ada", password: PW });
+    const r = await s.request({ type: "signup", username: "aDA", password: PW });
+    expect(r).toEqual({ type: "error", ref: r.ref, code: "username_taken", message: "that username is taken" });
+  });
+
+  test("signup field limits: 3 and 32 chars pass, 2 and 33 fail; password 8..1024", async () => {
+    t = await startApp();
+    const s = await t.connect();
+    const sign = (username: string, password = PW) => s.request({ type: "signup", username, password });
+    expect((await sign("abc")).type).toBe("ok");
+    expect((await sign("a".repeat(32))).type).toBe("ok");
+    expect((await sign("x.y-z_9" + "q".repeat(3))).type).toBe("ok");
+    for (const bad of ["ab", "a".repeat(33), "has space", "émile", ""]) {
+      const r = await sign(bad);
+      expect(r).toMatchObject({ type: "error", code: "bad_request" });
+      expect((r.issues as { path: string }[]).map((i) => i.path)).toContain("username");
+      expect((r.issues as { path: string }[]).every((i) => i.path === "username")).toBe(true);
+    }
+    expect((await sign(uname("p"), "12345678")).type).toBe("ok");
+    expect((await sign(uname("p"), "x".repeat(1024))).type).toBe("ok");
+    expect(await sign(uname("p"), "1234567")).toMatchObject({ code: "bad_request", issues: [{ path: "password" }] });
+    expect(await sign(uname("p"), "x".repeat(1025))).toMatchObject({ code: "bad_request", issues: [{ path: "password" }] });
+  });
+
+  test("login and auth sign a new connection in; bad credentials and tokens are refused", async () => {
+    t = await startApp();
+    const { name, token } = await signedIn(t);
+    const s = await t.connect();
+    const wrong = await s.request({ type: "login", username: name, password: "wrong password" });
+    const unknown = await s.request({ type: "login", username: "nobody_here", password: "wrong password" });
+    expect({ ...wrong, ref: 0 }).toEqual({ ...unknown, ref: 0 });
+    expect(wrong).toMatchObject({ code: "invalid_credentials" });
+    expect(await s.request({ type: "auth", token: "x".repeat(43) })).toMatchObject({ code: "unauthorized" });
+    expect(await s.request({ type: "join", room: "lobby" })).toMatchObject({ code: "unauthorized" });
+
+    const login = await s.request({ type: "login", username: name.toUpperCase(), password: PW });
+    expect(login).toMatchObject({ type: "ok", user: { username: name } });
+    expect(login.token).not.toBe(token);
+
+    const s2 = await t.connect();
+    expect(await s2.request({ type: "auth", token })).toMatchObject({ type: "ok", user: { username: name } });
+  });
+
+  test("requests written right behind a login run after it, in order", async () => {
+    t = await startApp();
+    const { name } = await signedIn(t);
+    const s = await t.connect();
+    s.sendRaw({ type: "login", ref: 1, username: name, password: PW });
+    s.sendRaw({ type: "join", ref: 2, room: "lobby" });
+    s.sendRaw({ type: "send", ref: 3, room: "lobby", body: "right away" });
+    const replies = [await s.next((f) => f.ref === 1), await s.next((f) => f.ref === 2), await s.next((f) => f.ref === 3)];
+    expect(replies.map((r) => r.type)).toEqual(["ok", "ok", "ok"]);
+  });
+
+  test("a ping is answered while a login is still hashing", async () => {
+    t = await startApp();
+    const { name } = await signedIn(t);
+    const s = await t.connect();
+    s.sendRaw({ type: "login", ref: "login", username: name, password: PW });
+    s.sendRaw({ type: "ping", ref: "ping" });
+    const first = await s.next((f) => f.ref === "login" || f.ref === "ping");
+    expect(first.ref).toBe("ping");
+  });
+
+  test("logout signs this connection out, keeps it open, and closes the session's other sockets with 4001", async () => {
+    t = await startApp();
+    const { s, name, token } = await signedIn(t);
+    const same = await t.connect();
+    await same.request({ type: "auth", token });
+    const otherSession = await t.connect();
+    await otherSession.request({ type: "login", username: name, password: PW });
+
+    expect(await s.request({ type: "logout" })).toMatchObject({ type: "ok" });
+    expect(await same.closed).toEqual({ code: 4001, reason: "session revoked" });
+    expect(await s.request({ type: "ping" })).toMatchObject({ type: "ok" });
+    expect(await s.request({ type: "who", room: "lobby" })).toMatchObject({ code: "unauthorized" });
+    expect(await otherSession.request({ type: "who", room: "lobby" })).toMatchObject({ type: "ok" });
+    expect(await (await t.connect()).request({ type: "auth", token })).toMatchObject({ code: "unauthorized" });
+  });
+
+  test("logout all closes every other socket of the user with 4001", async () => {
+    t = await startApp();
+    const { s, name } = await signedIn(t);
+    const other = await t.connect();
+    await other.request({ type: "login", username: name, password: PW });
+    const bystander = (await signedIn(t)).s;
+    expect(await s.request({ type: "logout", all: true })).toMatchObject({ type: "ok" });
+    expect((await other.closed).code).toBe(4001);
+    expect(await bystander.request({ type: "ping" })).toMatchObject({ type: "ok" });
+    expect(await s.request({ type: "logout" })).toMatchObject({ code: "unauthorized" });
+  });
+
+  test("failed sign-ins: limits per username, then rate_limited with retryAfterMs even with the right password", async () => {
+    t = await startApp({ config: { SIGNIN_FAILS_PER_USER: 3 } });
+    const { name } = await signedIn(t);
+    const s = await t.connect();
+    for (let i = 0; i < 3; i++) {
+      expect(await s.request({ type: "login", username: name, password: "wrong password" })).toMatchObject({ code: "invalid_credentials" });
+    }
+    const r = await s.request({ type: "login", username: name, password: PW });
+    expect(r).toMatchObject({ type: "error", code: "rate_limited" });
+    expect(r.retryAfterMs).toBeNumber();
+  });
+
+  test("failed sign-ins per client address", async () => {
+    t = await startApp({ config: { SIGNIN_FAILS_PER_ADDRESS: 2 } });
+    const { name } = await signedIn(t);
+    const s = await t.connect();
+    for (const who of ["nobody_a", "nobody_b"]) {
+      expect(await s.request({ type: "login", username: who, password: "wrong password" })).toMatchObject({ code: "invalid_credentials" });
+    }
+    expect(await (await t.connect()).request({ type: "login", username: name, password: PW })).toMatchObject({ code: "rate_limited" });
+  });
+
+  test("no password or token appears in replies other than the one that issues it", async () => {
+    const lines: string[] = [];
+    const { createLogger } = await import("../../src/log.ts");
+    t = await startApp({ log: createLogger("debug", (l) => lines.push(l)) });
+    const { s, name, token } = await signedIn(t);
+    await s.request({ type: "login", username: name, password: "wrong password" });
+    await s.request({ type: "auth", token });
+    await s.request({ type: "logout" });
+    const all = s.frames.map((f) => JSON.stringify(f)).join("\n") + lines.join("\n");
+    expect(all).not.toContain(PW);
+    expect(all).not.toContain("wrong password");
+    expect(lines.join("\n")).not.toContain(token);
+  });
+});

@@ -1,0 +1,146 @@
+import { describe, expect, test } from "bun:test";
+import { createHash } from "node:crypto";
+import { defaultConfig } from "../../src/config.ts";
+import { createArgon2Hasher } from "../../src/features/accounts/password.ts";
+import { createAccountService } from "../../src/features/accounts/service.ts";
+import { ProtocolError } from "../../src/protocol/index.ts";
+import { freshStore, TestClock } from "../helpers.ts";
+
+const hasher = createArgon2Hasher({ concurrency: 4, queue: 100 });
+
+function setup(config = defaultConfig()) {
+  const store = freshStore();
+  const clock = new TestClock();
+  const accounts = createAccountService({ store, hasher, clock, config });
+  return { store, clock, accounts };
+}
+
+async function code(p: Promise<unknown> | (() => unknown)): Promise<string> {
+  try {
+    await (typeof p === "function" ? p() : p);
+  } catch (e) {
+    if (e instanceof ProtocolError) return e.code;
+    throw e;
+  }
+  return "ok";
+}
+
+describe("accounts service", () => {
+  test("signup stores an argon2id hash with the OWASP parameters, never the password", async () => {
+    const { store, accounts } = setup();
+    const { user, token } = await accounts.signup("Ada", "correct horse battery");
+    expect(user).toMatchObject({ id: 1, username: "Ada" });
+    expect(user.createdAt).toMatch(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/);
+    const row = store.client.query<{ password_hash: string }, []>("SELECT password_hash FROM users").get()!;
+    expect(row.password_hash).toStartWith("$argon2id$v=19$m=19456,t=2,p=1$");
+    const dump = new TextDecoder().decode(store.client.serialize());
+    expect(dump).not.toContain("correct horse battery");
+    expect(dump).not.toContain(token);
+  });
+
+  test("tokens are 256-bit base64url and stored only as their SHA-256", async () => {
+    const { store, accounts } = setup();
+    const { token } = await accounts.signup("ada", "correct horse battery");
+    expect(Buffer.from(token, "base64url")).toHaveLength(32);
+    const row = store.client.query<{ token_hash: string }, []>("SELECT token_hash FROM sessions").get()!;
+    expect(row.token_hash).toBe(createHash("sha256").update(token).digest("hex"));
+  });
+
+  test("usernames are unique case-insensitively", async () => {
+    const { accounts } = setup();
+    await accounts.signup("Ada", "correct horse battery");
+    expect(await code(accounts.signup("ada", "another password"))).toBe("username_taken");
+    expect(await code(accounts.signup("ADA", "another password"))).toBe("username_taken");
+  });
+
+  test("two racing signups for one name: one wins, the other is username_taken", async () => {
+    const { accounts } = setup();
+    const results = await Promise.all([
+      code(accounts.signup("race", "correct horse battery")),
+      code(accounts.signup("RACE", "correct horse battery")),
+    ]);
+    expect(results.sort()).toEqual(["ok", "username_taken"]);
+  });
+
+  test("login: any case of the name; wrong password and unknown user are the same error", async () => {
+    const { accounts } = setup();
+    await accounts.signup("Ada", "correct horse battery");
+    const s = await accounts.login("ADA", "correct horse battery", "1.1.1.1");
+    expect(s.user.username).toBe("Ada");
+    const wrong = await accounts.login("ada", "wrong password!", "1.1.1.1").catch((e) => e);
+    const unknown = await accounts.login("nobody", "wrong password!", "1.1.1.1").catch((e) => e);
+    expect(wrong).toBeInstanceOf(ProtocolError);
+    expect([wrong.code, wrong.message]).toEqual([unknown.code, unknown.message]);
+    expect(wrong.code).toBe("invalid_credentials");
+  });
+
+  test("auth accepts a live token and refuses unknown, expired and revoked ones", async () => {
+    const config = defaultConfig({ SESSION_IDLE_DAYS: 1 });
+    const { accounts, clock } = setup(config);
+    const a = await accounts.signup("ada", "correct horse battery");
+    expect(accounts.auth(a.token).user.id).toBe(a.user.id);
+    expect(await code(() => accounts.auth("not-a-token"))).toBe("unauthorized");
+
+    // Idle expiry: each use pushes it back.
+    clock.advance(86_400_000 - 1000);
+    expect(accounts.auth(a.token).sessionId).toBe(a.sessionId);
+    clock.advance(86_400_000 - 1000);
+    expect(accounts.auth(a.token).sessionId).toBe(a.sessionId);
+    clock.advance(86_400_000);
+    expect(await code(() => accounts.auth(a.token))).toBe("unauthorized");
+
+    const b = await accounts.login("ada", "correct horse battery", "x");
+    expect(accounts.logout(b.sessionId, b.user.id, false)).toEqual([b.sessionId]);
+    expect(await code(() => accounts.auth(b.token))).toBe("unauthorized");
+  });
+
+  test("logout all revokes every live session of the user and no one else's", async () => {
+    const { accounts } = setup();
+    const a1 = await accounts.signup("ada", "correct horse battery");
+    const a2 = await accounts.login("ada", "correct horse battery", "x");
+    const b = await accounts.signup("bob", "correct horse battery");
+    expect(accounts.logout(a1.sessionId, a1.user.id, true).sort()).toEqual([a1.sessionId, a2.sessionId].sort());
+    expect(await code(() => accounts.auth(a2.token))).toBe("unauthorized");
+    expect(accounts.auth(b.token).user.username).toBe("bob");
+  });
+
+  test("failed sign-ins per username: the 10th failure still verifies, then rate_limited even with the right password", async () => {
+    const { accounts, clock } = setup();
+    await accounts.signup("ada", "correct horse battery");
+    for (let i = 0; i < 10; i++) {
+      // Spread over addresses so only the per-user limit applies.
+      expect(await code(accounts.login("ada", "wrong password!", `10.0.0.${i}`))).toBe("invalid_credentials");
+    }
+    const limited = await accounts.login("ADA", "correct horse battery", "10.0.1.1").catch((e) => e);
+    expect(limited.code).toBe("rate_limited");
+    expect(limited.extra.retryAfterMs).toBeGreaterThan(0);
+    expect(limited.extra.retryAfterMs).toBeLessThanOrEqual(15 * 60_000);
+    clock.advance(15 * 60_000);
+    expect(await code(accounts.login("ada", "correct horse battery", "10.0.1.1"))).toBe("ok");
+  });
+
+  test("failed sign-ins per address: 30 pass through, the 31st is rate_limited for a minute", async () => {
+    const { accounts, clock } = setup();
+    await accounts.signup("ada", "correct horse battery");
+    for (let i = 0; i < 30; i++) {
+      expect(await code(accounts.login(`nobody${i}`, "wrong password!", "10.9.9.9"))).toBe("invalid_credentials");
+    }
+    expect(await code(accounts.login("ada", "correct horse battery", "10.9.9.9"))).toBe("rate_limited");
+    expect(await code(accounts.login("ada", "correct horse battery", "10.9.9.8"))).toBe("ok");
+    clock.advance(60_000);
+    expect(await code(accounts.login("ada", "correct horse battery", "10.9.9.9"))).toBe("ok");
+  });
+});
+
+describe("argon2 hasher", () => {
+  test("bounds the hashes in flight and answers rate_limited past its queue", async () => {
+    const small = createArgon2Hasher({ concurrency: 1, queue: 1 });
+    const results = await Promise.allSettled([small.hash("password-1"), small.hash("password-2"), small.hash("password-3")]);
+    expect(results.map((r) => r.status)).toEqual(["fulfilled", "fulfilled", "rejected"]);
+    const err = (results[2] as PromiseRejectedResult).reason;
+    expect(err).toBeInstanceOf(ProtocolError);
+    expect(err.code).toBe("rate_limited");
+    // The slots are released: it works again.
+    expect(await small.verify(await small.hash("again-and-again"), "again-and-again")).toBe(true);
+  });
+});
