@@ -6,13 +6,13 @@
  *   switchboard migrate                     apply migrations and exit
  *   switchboard backup FILE                 consistent online copy (VACUUM INTO)
  */
+import type { Database } from "bun:sqlite";
 import pkg from "../package.json" with { type: "json" };
 import { systemClock } from "./clock.ts";
 import { ConfigError, loadConfig, settingsHelp, type Config } from "./config.ts";
-import { openStore } from "./db/open.ts";
+import { openStore, type Store } from "./db/open.ts";
 import { backup } from "./db/backup.ts";
-import { createArgon2Hasher } from "./features/accounts/password.ts";
-import { createLogger } from "./log.ts";
+import { createLogger, type Logger } from "./log.ts";
 import { createServer } from "./server.ts";
 import { pageRoutes } from "./web/routes.ts";
 
@@ -31,24 +31,75 @@ ${settingsHelp()}
   --version                    the version
 `;
 
+/** A graceful stop that takes longer exits 1; so does a second signal, at once. */
+const SHUTDOWN_DEADLINE_MS = 2000;
+
 function fail(message: string): never {
   process.stderr.write(`switchboard: ${message}\n`);
   process.exit(1);
 }
 
+const reason = (e: unknown) => (e instanceof Error ? e.message : String(e)).split("\n")[0];
+
+function openOrFail(config: Config): Store {
+  try {
+    return openStore(config.DB_PATH, config.DB_SYNC);
+  } catch (e) {
+    fail(`DB_PATH: cannot open ${config.DB_PATH}: ${reason(e)}`);
+  }
+}
+
+/**
+ * Folds the WAL into the database file and truncates it. Readers in other processes (a
+ * `backup`, a sqlite3 shell) make TRUNCATE wait, and bun:sqlite waits synchronously
+ * (busy_timeout), which would freeze the event loop: no deadline, no second signal. So
+ * it tries without waiting and retries on a timer until `until` (performance.now()).
+ * Giving up loses nothing: committed data in the WAL is read back on the next start.
+ */
+async function checkpointWal(client: Database, until: number, log: Logger): Promise<boolean> {
+  client.run("PRAGMA busy_timeout = 0");
+  for (let attempt = 1; ; attempt++) {
+    let busy: boolean;
+    try {
+      busy = client.query<{ busy: number }, []>("PRAGMA wal_checkpoint(TRUNCATE)").get()?.busy !== 0;
+    } catch {
+      busy = true; // SQLITE_BUSY: another process is writing
+    }
+    if (!busy) return true;
+    if (attempt === 1) log.info("checkpoint_waiting", { why: "another connection is reading or writing the database" });
+    if (performance.now() + 25 >= until) {
+      log.warn("checkpoint_incomplete", { attempts: attempt });
+      return false;
+    }
+    await Bun.sleep(20);
+  }
+}
+
 async function serve(config: Config): Promise<void> {
   const log = createLogger(config.LOG_LEVEL);
-  const store = openStore(config.DB_PATH, config.DB_SYNC);
+  // Loaded here, not at import: inside the single-file binary Bun unpacks argon2's
+  // native module into TMPDIR when it loads, and --help, migrate and backup need none.
+  let hasherModule: typeof import("./features/accounts/password.ts");
+  try {
+    hasherModule = await import("./features/accounts/password.ts");
+  } catch {
+    fail(`cannot load the argon2 native module: TMPDIR (${process.env.TMPDIR || "/tmp"}) must exist and be writable`);
+  }
+  const store = openOrFail(config);
   const app = createServer({
     config,
     store,
-    hasher: createArgon2Hasher({ concurrency: config.HASH_CONCURRENCY, queue: config.HASH_QUEUE }),
+    hasher: hasherModule.createArgon2Hasher({ concurrency: config.HASH_CONCURRENCY, queue: config.HASH_QUEUE }),
     clock: systemClock,
     log,
     routes: pageRoutes(),
   });
-  const server = app.listen();
-  log.info("listening", { url: `http://${config.HOST}:${server.port}`, db: config.DB_PATH, version: pkg.version });
+  let server: ReturnType<typeof app.listen>;
+  try {
+    server = app.listen();
+  } catch (e) {
+    fail(`PORT: cannot listen on ${config.HOST}:${config.PORT}: ${reason(e)}`);
+  }
 
   let stopping = false;
   const stop = async (signal: string) => {
@@ -57,16 +108,18 @@ async function serve(config: Config): Promise<void> {
       process.exit(1);
     }
     stopping = true;
+    const started = performance.now();
     log.info("shutting_down", { signal });
     const deadline = setTimeout(() => {
-      log.error("shutdown_timeout");
+      log.error("shutdown_timeout", { ms: SHUTDOWN_DEADLINE_MS });
       process.exit(1);
-    }, 2000);
+    }, SHUTDOWN_DEADLINE_MS);
     try {
       await app.shutdown();
-      if (config.DB_PATH !== ":memory:") store.client.run("PRAGMA wal_checkpoint(TRUNCATE)");
+      // Leave 200 ms of the deadline for closing the database and exiting.
+      if (config.DB_PATH !== ":memory:") await checkpointWal(store.client, started + SHUTDOWN_DEADLINE_MS - 200, log);
       store.close();
-      log.info("stopped");
+      log.info("stopped", { ms: Math.round(performance.now() - started) });
       clearTimeout(deadline);
       process.exit(0);
     } catch (err) {
@@ -76,6 +129,8 @@ async function serve(config: Config): Promise<void> {
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+  // Only now: whoever waits for this line may signal at once.
+  log.info("listening", { url: `http://${config.HOST}:${server.port}`, db: config.DB_PATH, version: pkg.version });
 }
 
 const argv = process.argv.slice(2);
@@ -102,7 +157,7 @@ switch (command) {
     await serve(config);
     break;
   case "migrate": {
-    openStore(config.DB_PATH, config.DB_SYNC).close();
+    openOrFail(config).close();
     process.stdout.write(`migrated ${config.DB_PATH}\n`);
     break;
   }

@@ -3,13 +3,16 @@
  * exposition format at `GET /metrics`. Plain objects: no registry library needed
  * for a handful of series.
  */
+import { ErrorCode, requestTypes } from "./protocol/index.ts";
+
 const LATENCY_BUCKETS_MS = [0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500];
 
 export class Metrics {
   connectionsOpened = 0;
   connectionsClosed = 0;
-  readonly requests = new Map<string, number>();
-  readonly errors = new Map<string, number>();
+  // Every known label value starts at 0, so that rate() and alerts see a series from the start.
+  readonly requests = new Map<string, number>([...requestTypes, "invalid"].map((t) => [t, 0]));
+  readonly errors = new Map<string, number>(ErrorCode.options.map((c) => [c, 0]));
   readonly closes = new Map<number, number>();
   messagesStored = 0;
   messagesDeduplicated = 0;
@@ -57,11 +60,12 @@ export class Metrics {
     out.push(`switchboard_messages_deduplicated_total ${this.messagesDeduplicated}`);
     family("switchboard_commits_total", "counter", "Database transactions that stored messages (group commits).");
     out.push(`switchboard_commits_total ${this.commits}`);
-    family("switchboard_send_latency_ms", "histogram", "Time from a send frame's arrival to its ok, in milliseconds.");
-    LATENCY_BUCKETS_MS.forEach((le, i) => out.push(`switchboard_send_latency_ms_bucket{le="${le}"} ${this.latencyCounts[i]}`));
-    out.push(`switchboard_send_latency_ms_bucket{le="+Inf"} ${this.latencyCount}`);
-    out.push(`switchboard_send_latency_ms_sum ${this.latencySumMs}`);
-    out.push(`switchboard_send_latency_ms_count ${this.latencyCount}`);
+    // Prometheus' base unit is the second.
+    family("switchboard_send_latency_seconds", "histogram", "Time from a send frame's arrival to its ok (committed).");
+    LATENCY_BUCKETS_MS.forEach((le, i) => out.push(`switchboard_send_latency_seconds_bucket{le="${le / 1000}"} ${this.latencyCounts[i]}`));
+    out.push(`switchboard_send_latency_seconds_bucket{le="+Inf"} ${this.latencyCount}`);
+    out.push(`switchboard_send_latency_seconds_sum ${this.latencySumMs / 1000}`);
+    out.push(`switchboard_send_latency_seconds_count ${this.latencyCount}`);
     family("switchboard_rooms", "gauge", "Rooms in the database.");
     out.push(`switchboard_rooms ${gauges.rooms}`);
     family("switchboard_rooms_active", "gauge", "Rooms with at least one member connected.");

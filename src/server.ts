@@ -119,6 +119,7 @@ export function createServer(deps: ServerDeps) {
     open(ws: Socket) {
       sockets.add(ws);
       metrics.connectionsOpened++;
+      log.debug("connection_open", { conn: ws.data.id, address: ws.data.address });
     },
     message(ws: Socket, message: string | Buffer) {
       dispatcher.message(ws, message);
@@ -131,6 +132,7 @@ export function createServer(deps: ServerDeps) {
       sockets.delete(ws);
       account.signOut(ws);
       metrics.closed(code);
+      log.debug("connection_closed", { conn: ws.data.id, code });
     },
   };
 
@@ -145,6 +147,8 @@ export function createServer(deps: ServerDeps) {
         hostname: opts.hostname ?? config.HOST,
         fetch,
         websocket,
+        // Never Bun's development error page (it shows source), also inside the binary.
+        development: false,
         ...(deps.routes ? { routes: deps.routes as never } : {}),
       });
       rooms.attach(server);

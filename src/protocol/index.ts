@@ -55,10 +55,11 @@ export function protocolJsonSchema(): Record<string, unknown> {
   return {
     $schema: "https://json-schema.org/draft/2020-12/schema",
     title: PROTOCOL_VERSION,
+    // "input": what a client may send, which allows unknown extra fields (they are ignored).
     requests: Object.fromEntries(
-      Object.entries(requestSchemas).map(([type, schema]) => [type, z.toJSONSchema(schema)]),
+      Object.entries(requestSchemas).map(([type, schema]) => [type, z.toJSONSchema(schema, { io: "input" })]),
     ),
-    request: z.toJSONSchema(Request),
+    request: z.toJSONSchema(Request, { io: "input" }),
     replies: { ok: z.toJSONSchema(OkReply), results, error: z.toJSONSchema(ErrorReply) },
     events: { message: z.toJSONSchema(MessageEvent), presence: z.toJSONSchema(PresenceEvent) },
   };

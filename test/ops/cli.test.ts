@@ -1,0 +1,105 @@
+/** The binary's command line: help, version, a flag per setting, one-line errors, migrate. */
+import { Database } from "bun:sqlite";
+import { afterAll, beforeAll, expect, test } from "bun:test";
+import { existsSync, readdirSync } from "node:fs";
+import { join } from "node:path";
+import pkg from "../../package.json" with { type: "json" };
+import { settings } from "../../src/config.ts";
+import { cleanup, emptyFolderWithBinary, ensureBinary, Instance, ROOT, runOnce } from "./binary.ts";
+
+beforeAll(() => {
+  ensureBinary();
+});
+afterAll(cleanup);
+
+const flag = (name: string) => `--${name.toLowerCase().replaceAll("_", "-")}`;
+
+test("--help lists a flag and the variable of every setting, and the subcommands", async () => {
+  const { code, stdout, stderr } = await runOnce(emptyFolderWithBinary(), ["--help"]);
+  expect(code).toBe(0);
+  expect(stderr).toBe("");
+  for (const name of Object.keys(settings)) expect(stdout).toMatch(new RegExp(`^ +${flag(name)} +${name} `, "m"));
+  for (const cmd of ["serve", "migrate", "backup FILE", "--version"]) expect(stdout).toContain(cmd);
+});
+
+test("--version prints the package version", async () => {
+  expect(await runOnce(emptyFolderWithBinary(), ["--version"])).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: "" });
+});
+
+test.each<{ args: string[]; env: Record<string, string>; setting: string }>([
+  { args: [], env: { PORT: "eighty" }, setting: "PORT" },
+  { args: ["--port", "70000"], env: {}, setting: "PORT" },
+  { args: ["--db-sync=SOMETIMES"], env: {}, setting: "DB_SYNC" },
+  { args: [], env: { LOG_LEVEL: "verbose" }, setting: "LOG_LEVEL" },
+  { args: ["--send-rate", "-1"], env: {}, setting: "SEND_RATE" },
+  { args: ["--allowed-origins", "example.com"], env: {}, setting: "ALLOWED_ORIGINS" },
+  { args: ["--max-frame-bytes"], env: {}, setting: "--max-frame-bytes" },
+  { args: ["--colour", "red"], env: {}, setting: "--colour" },
+])("a bad setting ($setting) prints one line naming it and exits 1, without a stack trace", async ({ args, env, setting }) => {
+  const dir = emptyFolderWithBinary();
+  const { code, stdout, stderr } = await runOnce(dir, args, { env });
+  expect(code).toBe(1);
+  expect(stdout).toBe("");
+  expect(stderr).toMatch(new RegExp(`^switchboard: [^\\n]*${setting}[: ][^\\n]*\\n$`));
+  expect(readdirSync(dir)).toEqual(["switchboard"]); // nothing created
+});
+
+test("a port in use and an unopenable database are one-line errors naming the setting", async () => {
+  const busy = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response() });
+  try {
+    const dir = emptyFolderWithBinary();
+    const inUse = await runOnce(dir, ["--port", String(busy.port), "--host", "127.0.0.1"]);
+    expect(inUse.code).toBe(1);
+    expect(inUse.stderr).toMatch(/^switchboard: PORT: cannot listen on 127\.0\.0\.1:\d+: [^\n]*\n$/);
+  } finally {
+    busy.stop(true);
+  }
+  const noDb = await runOnce(emptyFolderWithBinary(), ["migrate", "--db-path", "/proc/no/such/dir/x.db"]);
+  expect(noDb.code).toBe(1);
+  expect(noDb.stderr).toMatch(/^switchboard: DB_PATH: cannot open \/proc\/no\/such\/dir\/x\.db: [^\n]*\n$/);
+});
+
+test("without a writable TMPDIR, serve says so in one line; migrate needs no TMPDIR", async () => {
+  const dir = emptyFolderWithBinary();
+  const env = { TMPDIR: join(dir, "missing") };
+  const serve = await runOnce(dir, ["--port", "0"], { env });
+  expect(serve.code).toBe(1);
+  expect(serve.stderr).toMatch(/^switchboard: cannot load the argon2 native module: TMPDIR \([^)]*missing\) must exist and be writable\n$/);
+  expect((await runOnce(dir, ["migrate"], { env })).code).toBe(0);
+});
+
+test("migrate creates and migrates the database, is idempotent, and the embedded migrations match migrations/", async () => {
+  const dir = emptyFolderWithBinary();
+  const onDisk = readdirSync(join(ROOT, "migrations")).filter((f) => f.endsWith(".sql"));
+  for (let run = 0; run < 2; run++) {
+    expect(await runOnce(dir, ["migrate"])).toEqual({ code: 0, stdout: "migrated ./data/switchboard.db\n", stderr: "" });
+  }
+  const file = join(dir, "data/switchboard.db");
+  expect(existsSync(`${file}-wal`)).toBe(false);
+  const db = new Database(file, { readonly: true });
+  try {
+    expect(db.query("SELECT count(*) AS n FROM __drizzle_migrations").get()).toEqual({ n: onDisk.length });
+    const tables = db.query<{ name: string }, []>("SELECT name FROM sqlite_master WHERE type = 'table'").all().map((t) => t.name);
+    expect(tables).toEqual(expect.arrayContaining(["users", "sessions", "rooms", "messages"]));
+  } finally {
+    db.close();
+  }
+});
+
+test("flags mirror settings: --db-path takes effect over the default", async () => {
+  const dir = emptyFolderWithBinary();
+  const inst = await Instance.start(dir, ["--db-path", "elsewhere/chat.db"]);
+  try {
+    expect((await inst.waitFor("listening")).db).toBe("elsewhere/chat.db");
+    expect(existsSync(join(dir, "elsewhere/chat.db"))).toBe(true);
+    expect(existsSync(join(dir, "data"))).toBe(false);
+  } finally {
+    expect(await inst.stop()).toBe(0);
+  }
+});
+
+test("unknown subcommand and stray arguments are one-line errors", async () => {
+  const dir = emptyFolderWithBinary();
+  expect(await runOnce(dir, ["serv"])).toEqual({ code: 1, stdout: "", stderr: 'switchboard: unknown command "serv" (see --help)\n' });
+  expect(await runOnce(dir, ["backup"])).toEqual({ code: 1, stdout: "", stderr: "switchboard: usage: switchboard backup FILE\n" });
+});

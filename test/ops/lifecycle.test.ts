@@ -1,0 +1,180 @@
+/**
+ * The binary's life: first start in an empty folder, restart, online backup, and the
+ * graceful stop (1001 to clients, queued sends answered, WAL truncated, exit 0 in 2 s).
+ */
+import { Database } from "bun:sqlite";
+import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
+import { existsSync, readdirSync, statSync } from "node:fs";
+import { join } from "node:path";
+import { TestSocket, type Frame } from "../helpers.ts";
+import { binaryTmp, cleanup, emptyFolderWithBinary, ensureBinary, Instance, runOnce } from "./binary.ts";
+
+const PASSWORD = "correct horse battery staple";
+const running: Instance[] = [];
+const sockets: TestSocket[] = [];
+
+beforeAll(() => {
+  ensureBinary();
+});
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.ws.close();
+  await Promise.all(running.splice(0).map((i) => i.stop()));
+});
+afterAll(cleanup);
+
+async function start(dir: string, args: string[] = []): Promise<Instance> {
+  const inst = await Instance.start(dir, args);
+  running.push(inst);
+  return inst;
+}
+async function connect(inst: Instance): Promise<TestSocket> {
+  const s = await TestSocket.open(inst.wsUrl);
+  sockets.push(s);
+  return s;
+}
+const walBytes = (db: string) => (existsSync(`${db}-wal`) ? statSync(`${db}-wal`).size : 0);
+
+test("copied alone into an empty folder it creates ./data, migrates, serves, and keeps accounts across a restart", async () => {
+  const dir = emptyFolderWithBinary();
+  expect(readdirSync(dir)).toEqual(["switchboard"]);
+  const first = await start(dir);
+  expect((await first.waitFor("listening")).db).toBe("./data/switchboard.db");
+  expect(existsSync(join(dir, "data/switchboard.db"))).toBe(true);
+  expect(await (await fetch(`${first.url}/healthz`)).json()).toEqual({ status: "ok" });
+
+  // signup hashes with argon2: the native module must load from inside the binary.
+  const a = await connect(first);
+  const signup = await a.request({ type: "signup", username: "ada", password: PASSWORD });
+  expect(signup).toMatchObject({ type: "ok", user: { id: 1, username: "ada" } });
+  expect(readdirSync(binaryTmp()).some((f) => f.endsWith(".node"))).toBe(true);
+  await a.request({ type: "join", room: "lobby" });
+  expect(await a.request({ type: "send", room: "lobby", body: "before restart" })).toMatchObject({ type: "ok", seq: 1 });
+  first.signal("SIGTERM");
+  expect(await first.exited).toBe(0);
+
+  const second = await start(dir);
+  const b = await connect(second);
+  expect(await b.request({ type: "login", username: "ada", password: PASSWORD })).toMatchObject({
+    type: "ok",
+    user: { id: 1, username: "ada" },
+  });
+  expect(await b.request({ type: "login", username: "ada", password: "not the password" })).toMatchObject({
+    type: "error",
+    code: "invalid_credentials",
+  });
+  const c = await connect(second);
+  expect(await c.request({ type: "auth", token: signup.token })).toMatchObject({ type: "ok", user: { username: "ada" } });
+  const history = await c.request({ type: "history", room: "lobby" });
+  expect(history).toMatchObject({ type: "ok", hasMore: false, messages: [{ seq: 1, user: "ada", body: "before restart" }] });
+});
+
+test("backup while serving writes a copy that opens and holds the data; it refuses to overwrite", async () => {
+  const dir = emptyFolderWithBinary();
+  const inst = await start(dir);
+  const s = await connect(inst);
+  await s.request({ type: "signup", username: "grace", password: PASSWORD });
+  await s.request({ type: "join", room: "ops" });
+  for (let i = 1; i <= 3; i++) await s.request({ type: "send", room: "ops", body: `m${i}` });
+
+  const made = await runOnce(dir, ["backup", "snap.db"]);
+  expect(made).toMatchObject({ code: 0, stderr: "" });
+  expect(made.stdout).toMatch(/^backed up \.\/data\/switchboard\.db to snap\.db \(\d+ bytes\)\n$/);
+  // Still serving, and still writing, after the backup.
+  expect(await s.request({ type: "send", room: "ops", body: "after" })).toMatchObject({ type: "ok", seq: 4 });
+
+  const copy = new Database(join(dir, "snap.db"), { readonly: true });
+  try {
+    expect(copy.query("PRAGMA integrity_check").get()).toEqual({ integrity_check: "ok" });
+    expect(copy.query("SELECT username FROM users").all()).toEqual([{ username: "grace" }]);
+    expect(copy.query("SELECT body FROM messages ORDER BY seq").all()).toEqual([{ body: "m1" }, { body: "m2" }, { body: "m3" }]);
+  } finally {
+    copy.close();
+  }
+
+  const again = await runOnce(dir, ["backup", "snap.db"]);
+  expect(again.code).toBe(1);
+  expect(again.stderr).toBe("switchboard: snap.db exists; choose a new file\n");
+});
+
+test("SIGTERM: queued sends get their ok, clients get 1001, the WAL is truncated, exit 0 within 2 s", async () => {
+  const dir = emptyFolderWithBinary();
+  const inst = await start(dir, ["--send-burst", "1000", "--send-rate", "1000"]);
+  const sender = await connect(inst);
+  await sender.request({ type: "signup", username: "linus", password: PASSWORD });
+  await sender.request({ type: "join", room: "busy" });
+  const idle = await connect(inst); // never signs in
+
+  const replies: Array<Promise<Frame>> = [];
+  for (let i = 0; i < 200; i++) replies.push(sender.request({ type: "send", room: "busy", body: `n${i}` }));
+  await replies[0]; // the server is committing; most of the rest are on the wire or queued
+  const signalledAt = performance.now();
+  inst.signal("SIGTERM");
+
+  const [senderClose, idleClose, code] = await Promise.all([sender.closed, idle.closed, inst.exited]);
+  const elapsed = performance.now() - signalledAt;
+  expect(senderClose.code).toBe(1001);
+  expect(idleClose.code).toBe(1001);
+  expect(code).toBe(0);
+  expect(elapsed).toBeLessThan(2000);
+  expect(inst.lines.map((l) => l.event)).toEqual(["listening", "shutting_down", "stopped"]);
+
+  // Every reply that came is an ok, in seq order from 1; nothing committed went unanswered.
+  expect(sender.frames.filter((f) => f.type === "error")).toEqual([]);
+  const answered = sender.frames.filter((f) => f.type === "ok" && typeof f.at === "string");
+  expect(answered.map((f) => f.seq)).toEqual(answered.map((_, i) => i + 1));
+  expect(answered.length).toBeGreaterThan(0);
+  const events = sender.frames.filter((f) => f.type === "message");
+  expect(events.length).toBe(answered.length);
+
+  const db = join(dir, "data/switchboard.db");
+  expect(walBytes(db)).toBe(0);
+  const check = new Database(db, { readonly: true });
+  try {
+    expect(check.query("SELECT count(*) AS n FROM messages").get()).toEqual({ n: answered.length });
+  } finally {
+    check.close();
+  }
+});
+
+/** A reader in another connection holding a snapshot makes wal_checkpoint(TRUNCATE) wait. */
+async function slowShutdown(): Promise<{ inst: Instance; reader: Database; db: string }> {
+  const dir = emptyFolderWithBinary();
+  const inst = await start(dir);
+  const s = await connect(inst);
+  await s.request({ type: "signup", username: "barbara", password: PASSWORD });
+  const db = join(dir, "data/switchboard.db");
+  const reader = new Database(db);
+  reader.run("BEGIN");
+  reader.query("SELECT count(*) FROM users").get();
+  inst.signal("SIGTERM");
+  await inst.waitFor("checkpoint_waiting");
+  return { inst, reader, db };
+}
+
+test("a slow shutdown (a reader blocks the checkpoint) still finishes once the reader lets go: exit 0, WAL truncated", async () => {
+  const { inst, reader, db } = await slowShutdown();
+  reader.run("COMMIT");
+  reader.close();
+  expect(await inst.exited).toBe(0);
+  expect(inst.lines.at(-1)?.event).toBe("stopped");
+  expect(walBytes(db)).toBe(0);
+});
+
+test("a second signal during a slow shutdown exits at once", async () => {
+  const { inst, reader } = await slowShutdown();
+  const at = performance.now();
+  inst.signal("SIGINT");
+  expect(await inst.exited).toBe(1);
+  expect(performance.now() - at).toBeLessThan(500);
+  expect(inst.lines.at(-1)).toMatchObject({ event: "forced_exit", level: "warn", signal: "SIGINT" });
+  reader.close();
+});
+
+test("a reader that never lets go does not hold the stop past the 2 s deadline", async () => {
+  const { inst, reader } = await slowShutdown();
+  const at = performance.now();
+  expect(await inst.exited).toBe(0);
+  expect(performance.now() - at).toBeLessThan(2000);
+  expect(inst.lines.map((l) => l.event).slice(-2)).toEqual(["checkpoint_incomplete", "stopped"]);
+  reader.close();
+});

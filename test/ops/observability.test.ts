@@ -1,0 +1,315 @@
+/**
+ * What an operator reads: /metrics in Prometheus text format, JSON log lines that never
+ * hold a password or a token, a configurable log level, and /protocol.json.
+ */
+import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { ErrorCode, requestTypes } from "../../src/protocol/index.ts";
+import { TestSocket } from "../helpers.ts";
+import { binaryTmp, cleanup, emptyFolderWithBinary, ensureBinary, Instance } from "./binary.ts";
+
+const running: Instance[] = [];
+const sockets: TestSocket[] = [];
+beforeAll(() => {
+  ensureBinary();
+});
+afterEach(async () => {
+  for (const s of sockets.splice(0)) s.ws.close();
+  await Promise.all(running.splice(0).map((i) => i.stop()));
+});
+afterAll(cleanup);
+
+async function start(args: string[] = []): Promise<Instance> {
+  const inst = await Instance.start(emptyFolderWithBinary(), args);
+  running.push(inst);
+  return inst;
+}
+async function connect(inst: Instance): Promise<TestSocket> {
+  const s = await TestSocket.open(inst.wsUrl);
+  sockets.push(s);
+  return s;
+}
+
+interface Family {
+  type: string;
+  help: string;
+  samples: Array<{ name: string; labels: Record<string, string>; value: number }>;
+}
+
+/**
+ * A strict reader of the text exposition format (0.0.4): HELP and TYPE once per family
+ * and before its samples, each family's samples contiguous, sample names belonging to
+ * their family, label values quoted and escaped, values numeric. Throws on a violation.
+ */
+function parseExposition(text: string): Map<string, Family> {
+  expect(text.endsWith("\n")).toBe(true);
+  const families = new Map<string, Family>();
+  const finished = new Set<string>();
+  let current: string | null = null;
+  const open = (name: string) => {
+    if (current === name) return families.get(name)!;
+    if (current) finished.add(current);
+    if (finished.has(name)) throw new Error(`family ${name} is not contiguous`);
+    current = name;
+    if (!families.has(name)) families.set(name, { type: "", help: "", samples: [] });
+    return families.get(name)!;
+  };
+  for (const line of text.slice(0, -1).split("\n")) {
+    const meta = /^# (HELP|TYPE) ([a-zA-Z_:][a-zA-Z0-9_:]*) (.+)$/.exec(line);
+    if (meta) {
+      const [, kind, name, rest] = meta as unknown as [string, string, string, string];
+      const f = open(name);
+      if (kind === "TYPE") {
+        if (f.type || f.samples.length > 0) throw new Error(`TYPE of ${name} repeated or after samples`);
+        if (!["counter", "gauge", "histogram", "summary", "untyped"].includes(rest)) throw new Error(`bad type ${rest}`);
+        f.type = rest;
+      } else {
+        if (f.help) throw new Error(`HELP of ${name} repeated`);
+        f.help = rest;
+      }
+      continue;
+    }
+    const sample = /^([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
+    if (!sample) throw new Error(`not a sample line: ${JSON.stringify(line)}`);
+    const [, name, rawLabels = "", rawValue] = sample as unknown as [string, string, string | undefined, string];
+    const base: string | null = current && (name === current || (families.get(current)!.type === "histogram" && /_(bucket|sum|count)$/.test(name)))
+      ? current
+      : name;
+    if (base !== current || !name.startsWith(base)) throw new Error(`sample ${name} outside its family (in ${current})`);
+    const labels: Record<string, string> = {};
+    for (const m of rawLabels.matchAll(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/g)) labels[m[1]!] = m[2]!;
+    if (rawLabels.replace(/([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)",?/g, "") !== "") throw new Error(`bad labels ${rawLabels}`);
+    const value = rawValue === "+Inf" ? Infinity : Number(rawValue);
+    if (Number.isNaN(value)) throw new Error(`bad value in ${line}`);
+    families.get(base)!.samples.push({ name, labels, value });
+  }
+  for (const [name, f] of families) if (!f.type || !f.help) throw new Error(`${name} lacks TYPE or HELP`);
+  return families;
+}
+
+const value = (m: Map<string, Family>, family: string, labels: Record<string, string> = {}, name = family) =>
+  m.get(family)?.samples.find((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))?.value;
+
+async function scrape(inst: Instance): Promise<Map<string, Family>> {
+  const res = await fetch(`${inst.url}/metrics`);
+  expect(res.status).toBe(200);
+  expect(res.headers.get("content-type")).toStartWith("text/plain; version=0.0.4");
+  return parseExposition(await res.text());
+}
+
+test("/metrics is valid exposition format and its series move with traffic", async () => {
+  const inst = await start();
+  const before = await scrape(inst);
+  // Every request type and error code has a series from the start.
+  for (const type of requestTypes) expect(value(before, "switchboard_requests_total", { type })).toBe(0);
+  for (const code of ErrorCode.options) expect(value(before, "switchboard_errors_total", { code })).toBe(0);
+  expect(value(before, "switchboard_connections")).toBe(0);
+  expect(value(before, "switchboard_database_bytes")).toBeGreaterThan(0);
+
+  const s = await connect(inst);
+  await s.request({ type: "signup", username: "edsger", password: "goto considered harmful" });
+  await s.request({ type: "join", room: "metrics" });
+  for (let i = 0; i < 3; i++) await s.request({ type: "send", room: "metrics", body: `b${i}` });
+  await s.request({ type: "send", room: "elsewhere", body: "x" }); // not_joined
+  await s.request({ type: "nope" }); // unknown_type
+  s.sendRaw("{not json");
+  await s.next((f) => f.type === "error" && f.code === "bad_request");
+
+  const after = await scrape(inst);
+  expect(value(after, "switchboard_connections")).toBe(1);
+  expect(value(after, "switchboard_connections_opened_total")).toBe(1);
+  expect(value(after, "switchboard_requests_total", { type: "signup" })).toBe(1);
+  expect(value(after, "switchboard_requests_total", { type: "join" })).toBe(1);
+  expect(value(after, "switchboard_requests_total", { type: "send" })).toBe(4);
+  expect(value(after, "switchboard_requests_total", { type: "invalid" })).toBe(2);
+  expect(value(after, "switchboard_errors_total", { code: "not_joined" })).toBe(1);
+  expect(value(after, "switchboard_errors_total", { code: "unknown_type" })).toBe(1);
+  expect(value(after, "switchboard_errors_total", { code: "bad_request" })).toBe(1);
+  expect(value(after, "switchboard_messages_stored_total")).toBe(3);
+  expect(value(after, "switchboard_rooms")).toBe(1);
+  expect(value(after, "switchboard_rooms_active")).toBe(1);
+
+  const latency = after.get("switchboard_send_latency_seconds")!;
+  expect(latency.type).toBe("histogram");
+  const buckets = latency.samples.filter((x) => x.name.endsWith("_bucket"));
+  expect(buckets.at(-1)!.labels.le).toBe("+Inf");
+  const le = (i: number) => (buckets[i]!.labels.le === "+Inf" ? Infinity : Number(buckets[i]!.labels.le));
+  for (let i = 1; i < buckets.length; i++) {
+    expect(le(i)).toBeGreaterThan(le(i - 1));
+    expect(buckets[i]!.value).toBeGreaterThanOrEqual(buckets[i - 1]!.value); // cumulative
+  }
+  expect(buckets.at(-1)!.value).toBe(3);
+  expect(value(after, "switchboard_send_latency_seconds", {}, "switchboard_send_latency_seconds_count")).toBe(3);
+  const sum = value(after, "switchboard_send_latency_seconds", {}, "switchboard_send_latency_seconds_sum")!;
+  expect(sum).toBeGreaterThan(0);
+  expect(sum).toBeLessThan(3); // seconds, not milliseconds
+
+  await s.close(1000);
+  const closed = await scrape(inst);
+  expect(value(closed, "switchboard_connections")).toBe(0);
+  expect(value(closed, "switchboard_connections_closed_total", { code: "1000" })).toBe(1);
+});
+
+test("logs are one JSON object per line and never hold a password or a token, even at debug level", async () => {
+  const inst = await start(["--log-level", "debug"]);
+  const password = "pw-Zebra-Quartz-91731";
+  const wrong = "pw-Wrong-Mango-55102";
+  const a = await connect(inst);
+  const signup = await a.request({ type: "signup", username: "margaret", password });
+  expect(signup.type).toBe("ok");
+  const b = await connect(inst);
+  const login = await b.request({ type: "login", username: "margaret", password });
+  expect(login.type).toBe("ok");
+  expect(await b.request({ type: "login", username: "margaret", password: wrong })).toMatchObject({ code: "invalid_credentials" });
+  const c = await connect(inst);
+  expect(await c.request({ type: "auth", token: login.token })).toMatchObject({ type: "ok" });
+  expect(await c.request({ type: "auth", token: `${login.token}x` })).toMatchObject({ code: "unauthorized" });
+  await c.request({ type: "join", room: "secrets" });
+  expect(await c.request({ type: "send", room: "secrets", body: "hello" })).toMatchObject({ type: "ok" });
+  // Secrets inside frames that fail: a too-short signup, a legacy signup, a malformed auth.
+  await a.request({ type: "signup", username: "x", password: wrong });
+  a.sendRaw({ username: "margaret", password: wrong });
+  await a.next((f) => f.type === "error");
+  await a.request({ type: "auth", token: { length: { toString: password } } });
+  await c.request({ type: "logout", all: true });
+  expect(await inst.stop()).toBe(0);
+
+  const secrets = [password, wrong, signup.token as string, login.token as string];
+  for (const secret of secrets) {
+    expect(secret.length).toBeGreaterThan(10);
+    expect(inst.stderr).not.toContain(secret);
+  }
+  const lines = inst.stderr.trimEnd().split("\n");
+  expect(lines.length).toBeGreaterThanOrEqual(3);
+  for (const line of lines) {
+    const entry = JSON.parse(line) as Record<string, unknown>;
+    expect(entry).toMatchObject({ time: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/), level: expect.any(String), event: expect.any(String) });
+  }
+});
+
+test("--log-level warn drops info lines", async () => {
+  // No `listening` line at this level: find a free port first and wait for /healthz.
+  const probe = Bun.serve({ port: 0, hostname: "127.0.0.1", fetch: () => new Response() });
+  const port = probe.port!;
+  await probe.stop(true);
+  const dir = emptyFolderWithBinary();
+  const proc = Bun.spawn(["./switchboard", "--log-level", "warn", "--port", String(port), "--host", "127.0.0.1"], {
+    cwd: dir,
+    env: { PATH: process.env.PATH ?? "", TMPDIR: binaryTmp() },
+    stderr: "pipe",
+    stdout: "ignore",
+  });
+  let healthy = false;
+  for (let i = 0; i < 100 && !healthy && proc.exitCode === null; i++) {
+    healthy = await fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.ok, () => false);
+    if (!healthy) await Bun.sleep(20); // nothing to await: the server says nothing at this level
+  }
+  expect(healthy).toBe(true);
+  proc.kill("SIGTERM");
+  const [code, stderr] = await Promise.all([proc.exited, new Response(proc.stderr).text()]);
+  expect(code).toBe(0);
+  expect(stderr).toBe("");
+});
+
+describe("/protocol.json", () => {
+  type Schema = Record<string, unknown>;
+  const KNOWN = new Set([
+    "$schema", "title", "description", "type", "const", "enum", "properties", "required", "additionalProperties",
+    "minLength", "maxLength", "pattern", "minimum", "maximum", "anyOf", "oneOf", "items", "format",
+  ]);
+
+  /** Validates `v` against the JSON Schema subset zod emits; throws on a keyword it does not know. */
+  function errors(schema: Schema, v: unknown, path = "$"): string[] {
+    for (const k of Object.keys(schema)) if (!KNOWN.has(k)) throw new Error(`unsupported keyword ${k} at ${path}`);
+    const out: string[] = [];
+    const t = schema.type as string | undefined;
+    const actual = v === null ? "null" : Array.isArray(v) ? "array" : Number.isInteger(v) ? "integer" : typeof v;
+    if (t && !(t === actual || (t === "number" && actual === "integer"))) return [`${path}: expected ${t}, got ${actual}`];
+    if ("const" in schema && v !== schema.const) out.push(`${path}: expected ${JSON.stringify(schema.const)}`);
+    if (schema.enum && !(schema.enum as unknown[]).includes(v)) out.push(`${path}: not in enum`);
+    if (typeof v === "string") {
+      if (typeof schema.minLength === "number" && v.length < schema.minLength) out.push(`${path}: too short`);
+      if (typeof schema.maxLength === "number" && v.length > schema.maxLength) out.push(`${path}: too long`);
+      if (typeof schema.pattern === "string" && !new RegExp(schema.pattern, "u").test(v)) out.push(`${path}: pattern`);
+    }
+    if (typeof v === "number") {
+      if (typeof schema.minimum === "number" && v < schema.minimum) out.push(`${path}: below minimum`);
+      if (typeof schema.maximum === "number" && v > schema.maximum) out.push(`${path}: above maximum`);
+    }
+    if (Array.isArray(v) && schema.items) v.forEach((x, i) => out.push(...errors(schema.items as Schema, x, `${path}[${i}]`)));
+    if (actual === "object") {
+      const obj = v as Record<string, unknown>;
+      const props = (schema.properties ?? {}) as Record<string, Schema>;
+      for (const r of (schema.required ?? []) as string[]) if (!(r in obj)) out.push(`${path}.${r}: required`);
+      for (const [k, x] of Object.entries(obj)) {
+        if (props[k]) out.push(...errors(props[k], x, `${path}.${k}`));
+        else if (schema.additionalProperties === false) out.push(`${path}.${k}: not allowed`);
+      }
+    }
+    if (schema.anyOf && !(schema.anyOf as Schema[]).some((s) => errors(s, v, path).length === 0)) out.push(`${path}: matches no anyOf`);
+    if (schema.oneOf && (schema.oneOf as Schema[]).filter((s) => errors(s, v, path).length === 0).length !== 1) {
+      out.push(`${path}: does not match exactly one oneOf`);
+    }
+    return out;
+  }
+
+  let doc: Schema;
+  beforeAll(async () => {
+    const inst = await start();
+    const res = await fetch(`${inst.url}/protocol.json`);
+    expect(res.status).toBe(200);
+    expect(res.headers.get("content-type")).toContain("json");
+    doc = (await res.json()) as Schema;
+    await inst.stop();
+  });
+
+  test("parses, and describes every request type, the replies and the events", () => {
+    expect(doc.$schema).toBe("https://json-schema.org/draft/2020-12/schema");
+    expect(doc.title).toBe("switchboard.v1");
+    const requests = doc.requests as Record<string, Schema>;
+    expect(Object.keys(requests).sort()).toEqual([...requestTypes].sort());
+    for (const type of requestTypes) {
+      expect((requests[type]!.properties as Record<string, Schema>).type).toMatchObject({ const: type });
+      expect(requests[type]!.required).toContain("type");
+    }
+    expect(((doc.request as Schema).oneOf as Schema[]).length).toBe(requestTypes.length);
+    const replies = doc.replies as Record<string, Schema>;
+    expect(Object.keys(replies.results!).sort()).toEqual([...requestTypes].sort());
+    expect(((replies.error!.properties as Record<string, Schema>).code as Schema).enum).toEqual(ErrorCode.options);
+    expect(Object.keys(doc.events as Schema).sort()).toEqual(["message", "presence"]);
+  });
+
+  test("sample frames validate against it, and invalid ones do not", () => {
+    const request = doc.request as Schema;
+    const valid = [
+      { type: "signup", ref: 1, username: "ada_l", password: "eight chars" },
+      { type: "send", ref: "c-1", room: "lobby", body: "hi", nonce: "n1" },
+      { type: "join", room: "lobby", since: 0 },
+      { type: "history", room: "lobby", before: 10, limit: 100 },
+      { type: "ping" },
+    ];
+    for (const frame of valid) expect(errors(request, frame)).toEqual([]);
+    const invalid = [
+      { type: "send", room: "Lobby", body: "hi" }, // room pattern
+      { type: "send", room: "lobby", body: "" }, // too short
+      { type: "join", room: "lobby", since: 2.5 }, // not an integer
+      { type: "history", room: "lobby", limit: 101 },
+      { type: "signup", username: "ada" }, // no password
+      { type: "Ping" }, // case-sensitive
+    ];
+    for (const frame of invalid) expect(errors(request, frame)).not.toEqual([]);
+
+    const events = doc.events as Record<string, Schema>;
+    expect(errors(events.message!, { type: "message", room: "lobby", seq: 1, user: "ada", body: "hi", at: "2026-11-28T15:00:00.000Z" })).toEqual([]);
+    expect(errors(events.presence!, { type: "presence", room: "lobby", user: "ada", state: "join" })).toEqual([]);
+    const results = (doc.replies as Record<string, Record<string, Schema>>).results!;
+    expect(errors(results.send!, { seq: 3, at: "2026-11-28T15:00:00.000Z" })).toEqual([]);
+    const error = (doc.replies as Record<string, Schema>).error!;
+    expect(errors(error, { type: "error", ref: 7, code: "not_joined", message: "join first" })).toEqual([]);
+  });
+
+  // PROTOCOL.md: "Unknown extra fields are ignored": the request schemas are zod's input
+  // side, without `additionalProperties: false`, so clients validate as the server accepts.
+  test("request schemas allow unknown extra fields, as the server does", () => {
+    expect(errors(doc.request as Schema, { type: "ping", client: "cli/1.0" })).toEqual([]);
+  });
+});
