@@ -35,7 +35,9 @@ export function decodeRequest(text: string): Decoded {
   const frame = value as Record<string, unknown>;
   let ref: Ref | undefined;
   if (Object.hasOwn(frame, "ref")) {
-    const r = Ref.safeParse(frame.ref);
+    // Only strings and numbers reach zod: it can throw on hostile objects (STACK-NOTES.md).
+    const raw = frame.ref;
+    const r = typeof raw === "string" || typeof raw === "number" ? Ref.safeParse(raw) : { success: false as const };
     if (!r.success) {
       return fail(undefined, new ProtocolError("bad_request", "ref: must be a string of at most 64 chars or a safe integer", {
         issues: [{ path: "ref", message: "must be a string of at most 64 chars or a safe integer" }],

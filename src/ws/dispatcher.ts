@@ -94,11 +94,13 @@ export function createDispatcher(deps: {
         after?.();
       },
       (e) => replyError(ws, ref, e, type),
-    ).finally(() => {
-      if (!blocking) return;
-      conn.busy = false;
-      runPending(ws);
-    });
+    )
+      .finally(() => {
+        if (!blocking) return;
+        conn.busy = false;
+        runPending(ws);
+      })
+      .catch((err) => log.error("reply_failed", { type, conn: conn.id, err }));
   }
 
   function runPending(ws: Socket): void {
@@ -110,38 +112,49 @@ export function createDispatcher(deps: {
     if (conn.pending?.length === 0) conn.pending = null;
   }
 
-  return {
+  const dispatcher = {
     message(ws: Socket, message: string | Buffer): void {
-      const conn = ws.data;
-      if (conn.closed) return;
-      if (typeof message !== "string") {
-        outbound.close(ws, CloseCode.unsupportedData, "binary frames are not supported");
-        return;
+      try {
+        handleFrame(ws, message);
+      } catch (err) {
+        // Last resort: a throw escaping a Bun websocket handler ends the whole process.
+        replyError(ws, undefined, err, "unknown");
       }
-      const arrivedAt = performance.now();
-      const decoded = decodeRequest(message);
-      if (!decoded.ok) {
-        metrics.request("invalid");
-        replyError(ws, decoded.ref, decoded.error, "invalid");
-        if (++conn.invalidStreak >= invalidFrameLimit) {
-          outbound.close(ws, CloseCode.policyViolation, "too many invalid frames");
-        }
-        return;
-      }
-      conn.invalidStreak = 0;
-      const { request } = decoded;
-      if (conn.busy && request.type !== "ping") {
-        const pending = (conn.pending ??= []);
-        if (pending.length >= MAX_PENDING) {
-          replyError(ws, request.ref, new ProtocolError("rate_limited", "too many requests waiting", { retryAfterMs: 100 }), request.type);
-          return;
-        }
-        pending.push({ request, arrivedAt });
-        return;
-      }
-      run(ws, request, arrivedAt);
     },
   };
+
+  function handleFrame(ws: Socket, message: string | Buffer): void {
+    const conn = ws.data;
+    if (conn.closed) return;
+    if (typeof message !== "string") {
+      outbound.close(ws, CloseCode.unsupportedData, "binary frames are not supported");
+      return;
+    }
+    const arrivedAt = performance.now();
+    const decoded = decodeRequest(message);
+    if (!decoded.ok) {
+      metrics.request("invalid");
+      replyError(ws, decoded.ref, decoded.error, "invalid");
+      if (++conn.invalidStreak >= invalidFrameLimit) {
+        outbound.close(ws, CloseCode.policyViolation, "too many invalid frames");
+      }
+      return;
+    }
+    conn.invalidStreak = 0;
+    const { request } = decoded;
+    if (conn.busy && request.type !== "ping") {
+      const pending = (conn.pending ??= []);
+      if (pending.length >= MAX_PENDING) {
+        replyError(ws, request.ref, new ProtocolError("rate_limited", "too many requests waiting", { retryAfterMs: 100 }), request.type);
+        return;
+      }
+      pending.push({ request, arrivedAt });
+      return;
+    }
+    run(ws, request, arrivedAt);
+  }
+
+  return dispatcher;
 }
 
 export type Dispatcher = ReturnType<typeof createDispatcher>;
