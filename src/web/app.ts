@@ -1,0 +1,370 @@
+/**
+ * The demo chat page, built on the SDK. The session token and the current room live
+ * in localStorage and the SDK's state (outbox, place in each room) in a
+ * localStorageStore, so a reload resumes where the page was, unsent messages included.
+ */
+import {
+  createClient,
+  localStorageStore,
+  SwitchboardError,
+  type ConnectionState,
+  type MessageEvent,
+  type OutboxEntry,
+} from "../client/index.ts";
+
+const TOKEN_KEY = "switchboard.token";
+const ROOM_KEY = "switchboard.room";
+const PAGE = 50;
+
+const $ = <T extends HTMLElement>(id: string) => document.getElementById(id) as T;
+const ui = {
+  status: $("status"),
+  me: $("me"),
+  meName: $("me-name"),
+  meAvatar: $("me-avatar"),
+  signOut: $<HTMLButtonElement>("sign-out"),
+  auth: $("auth"),
+  authForm: $<HTMLFormElement>("auth-form"),
+  username: $<HTMLInputElement>("username"),
+  password: $<HTMLInputElement>("password"),
+  authError: $("auth-error"),
+  chat: $("chat"),
+  joinForm: $<HTMLFormElement>("join-form"),
+  room: $<HTMLInputElement>("room"),
+  roomTitle: $("room-title"),
+  scroller: $("scroller"),
+  older: $<HTMLButtonElement>("older"),
+  empty: $("empty"),
+  messages: $<HTMLOListElement>("messages"),
+  pending: $<HTMLOListElement>("pending"),
+  composer: $<HTMLFormElement>("composer"),
+  body: $<HTMLTextAreaElement>("body"),
+  send: $<HTMLButtonElement>("send"),
+  chatError: $("chat-error"),
+  members: $<HTMLUListElement>("members"),
+  peopleCount: $("people-count"),
+};
+
+const STATE_TEXT: Record<ConnectionState, string> = {
+  connecting: "Connecting…",
+  open: "Online",
+  reconnecting: "Reconnecting…",
+  "signed-out": "Signed out",
+  closed: "Offline",
+};
+
+const client = createClient({
+  url: `${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`,
+  token: localStorage.getItem(TOKEN_KEY),
+  store: localStorageStore("switchboard.state"),
+});
+
+/** What the page shows of the current room. */
+let room: string | null = null;
+let shown = new Map<number, HTMLLIElement>();
+let seenNonces = new Set<string>();
+const failed = new Map<string, string>();
+let members = new Set<string>();
+let oldest: number | null = null;
+let hasMore = false;
+let loadingOlder = false;
+
+// ------------------------------------------------------------------ rendering
+
+function hue(name: string): number {
+  let h = 0;
+  for (const ch of name) h = (h * 31 + ch.charCodeAt(0)) % 360;
+  return h;
+}
+
+function avatar(name: string): HTMLSpanElement {
+  const el = document.createElement("span");
+  el.className = "avatar";
+  el.setAttribute("aria-hidden", "true");
+  el.style.setProperty("--hue", String(hue(name)));
+  el.textContent = name.slice(0, 1).toUpperCase();
+  return el;
+}
+
+function messageItem(user: string, body: string, at: string | null, note?: string): HTMLLIElement {
+  const li = document.createElement("li");
+  li.className = "msg";
+  if (user === client.user?.username) li.classList.add("mine");
+  const header = document.createElement("header");
+  const author = document.createElement("span");
+  author.className = "author";
+  author.textContent = user;
+  header.append(author);
+  if (at) {
+    const time = document.createElement("time");
+    time.dateTime = at;
+    time.textContent = new Date(at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    header.append(time);
+  }
+  if (note) {
+    const n = document.createElement("span");
+    n.className = "note";
+    n.textContent = note;
+    header.append(n);
+  }
+  const p = document.createElement("p");
+  p.textContent = body;
+  li.append(avatar(user), header, p);
+  return li;
+}
+
+const nearBottom = () => ui.scroller.scrollHeight - ui.scroller.scrollTop - ui.scroller.clientHeight < 80;
+const scrollToBottom = () => (ui.scroller.scrollTop = ui.scroller.scrollHeight);
+
+/** Inserts messages in seq order; each seq once, whether from history or live. */
+function show(messages: ReadonlyArray<Omit<MessageEvent, "type">>): void {
+  for (const m of messages) {
+    if (m.nonce) seenNonces.add(m.nonce);
+    if (shown.has(m.seq)) continue;
+    const li = messageItem(m.user, m.body, m.at);
+    li.dataset.seq = String(m.seq);
+    let after: HTMLLIElement | null = null;
+    for (const [seq, el] of shown) if (seq > m.seq && (!after || seq < Number(after.dataset.seq))) after = el;
+    ui.messages.insertBefore(li, after);
+    shown.set(m.seq, li);
+  }
+  ui.empty.hidden = shown.size > 0 || ui.pending.childElementCount > 0;
+}
+
+function renderPending(): void {
+  const entries = client.outbox.filter((e: OutboxEntry) => e.room === room && !seenNonces.has(e.nonce));
+  const items = entries.map((e) => {
+    const li = messageItem(client.user?.username ?? "me", e.body, null, "sending…");
+    li.dataset.nonce = e.nonce;
+    return li;
+  });
+  for (const [nonce, body] of failed) {
+    const li = messageItem(client.user?.username ?? "me", body, null, "not sent");
+    li.classList.add("failed");
+    li.dataset.nonce = nonce;
+    items.push(li);
+  }
+  ui.pending.replaceChildren(...items);
+  ui.empty.hidden = shown.size > 0 || items.length > 0;
+}
+
+function renderMembers(): void {
+  const names = [...members].sort((a, b) => a.localeCompare(b));
+  ui.members.replaceChildren(
+    ...names.map((name) => {
+      const li = document.createElement("li");
+      li.append(avatar(name), document.createTextNode(name === client.user?.username ? `${name} (you)` : name));
+      return li;
+    }),
+  );
+  ui.peopleCount.textContent = `(${names.length})`;
+}
+
+function renderState(): void {
+  ui.status.dataset.state = client.state;
+  ui.status.textContent = STATE_TEXT[client.state];
+}
+
+function renderSession(): void {
+  const signedIn = client.token !== null;
+  ui.auth.hidden = signedIn;
+  ui.chat.hidden = !signedIn;
+  ui.me.hidden = !client.user;
+  if (client.user) {
+    ui.meName.textContent = client.user.username;
+    ui.meAvatar.style.setProperty("--hue", String(hue(client.user.username)));
+    ui.meAvatar.textContent = client.user.username.slice(0, 1).toUpperCase();
+  }
+  const canWrite = signedIn && room !== null;
+  ui.body.disabled = !canWrite;
+  ui.send.disabled = !canWrite;
+}
+
+function describe(e: unknown): string {
+  if (!(e instanceof SwitchboardError)) return "Something went wrong.";
+  switch (e.code) {
+    case "invalid_credentials":
+      return "Wrong username or password.";
+    case "username_taken":
+      return "That username is taken.";
+    case "rate_limited":
+      return `Too many attempts; try again in ${Math.ceil((e.retryAfterMs ?? 1000) / 1000)} s.`;
+    case "bad_request":
+      return e.issues?.map((i) => `${i.path}: ${i.message}`).join("; ") || e.message;
+    case "timeout":
+    case "disconnected":
+      return "The server did not answer; check your connection.";
+    default:
+      return e.message;
+  }
+}
+
+// ------------------------------------------------------------------ rooms
+
+async function enterRoom(name: string): Promise<void> {
+  if (room && room !== name) void client.leave({ room }).catch(() => {});
+  room = name;
+  localStorage.setItem(ROOM_KEY, name);
+  shown = new Map();
+  seenNonces = new Set();
+  failed.clear();
+  members = new Set();
+  oldest = null;
+  hasMore = false;
+  ui.messages.replaceChildren();
+  ui.room.value = name;
+  ui.roomTitle.textContent = `#${name}`;
+  ui.body.placeholder = `Message #${name}`;
+  ui.chatError.textContent = "";
+  renderPending();
+  renderMembers();
+  renderSession();
+  try {
+    const joined = await client.join({ room: name }, { timeoutMs: 60_000 });
+    if (room !== name) return;
+    members = new Set(joined.members);
+    renderMembers();
+    await loadOlder(true);
+    scrollToBottom();
+  } catch (e) {
+    if (room === name) ui.chatError.textContent = `Could not join #${name}: ${describe(e)}`;
+  }
+}
+
+/** Loads the page of messages before the oldest shown (the newest page at first). */
+async function loadOlder(first = false): Promise<void> {
+  if (!room || loadingOlder || (!first && !hasMore)) return;
+  const name = room;
+  loadingOlder = true;
+  ui.messages.setAttribute("aria-busy", "true"); // older messages are not news
+  try {
+    const page = await client.history(oldest === null ? { room: name, limit: PAGE } : { room: name, before: oldest, limit: PAGE });
+    if (room !== name) return;
+    const height = ui.scroller.scrollHeight;
+    const top = ui.scroller.scrollTop;
+    show(page.messages);
+    if (page.messages[0]) oldest = Math.min(oldest ?? Infinity, page.messages[0].seq);
+    hasMore = page.hasMore;
+    ui.older.hidden = !hasMore;
+    if (!first) ui.scroller.scrollTop = top + (ui.scroller.scrollHeight - height); // keep the view still
+  } catch (e) {
+    ui.chatError.textContent = `Could not load history: ${describe(e)}`;
+  } finally {
+    loadingOlder = false;
+    ui.messages.removeAttribute("aria-busy");
+  }
+}
+
+// ------------------------------------------------------------------ SDK events
+
+client.on("state", renderState);
+client.on("open", () => {
+  renderSession();
+  // A reload with a saved room: the SDK re-joined it; the page fills its view.
+  if (client.user && room === null) void enterRoom(localStorage.getItem(ROOM_KEY) ?? "lobby");
+});
+client.on("signed-out", ({ reason }) => {
+  localStorage.removeItem(TOKEN_KEY);
+  room = null;
+  renderSession();
+  ui.authError.textContent = reason === "logout" ? "" : "Your session ended; please sign in again.";
+  ui.username.focus();
+});
+client.on("message", (m) => {
+  if (m.room !== room) return;
+  const stick = nearBottom();
+  show([m]);
+  if (m.nonce) renderPending();
+  if (stick) scrollToBottom();
+});
+client.on("outbox", renderPending);
+client.on("presence", (p) => {
+  if (p.room !== room) return;
+  if (p.state === "join") members.add(p.user);
+  else members.delete(p.user);
+  renderMembers();
+});
+client.on("joined", (j) => {
+  if (j.room !== room) return;
+  members = new Set(j.members); // after a reconnect: who is there now
+  renderMembers();
+});
+
+// ------------------------------------------------------------------ user actions
+
+ui.authForm.addEventListener("submit", async (event) => {
+  event.preventDefault();
+  const mode = (event.submitter as HTMLButtonElement | null)?.value === "signup" ? "signup" : "login";
+  ui.authError.textContent = "";
+  const params = { username: ui.username.value.trim(), password: ui.password.value };
+  for (const b of ui.authForm.querySelectorAll("button")) b.disabled = true;
+  try {
+    const { token } = mode === "signup" ? await client.signup(params) : await client.login(params);
+    localStorage.setItem(TOKEN_KEY, token);
+    ui.password.value = "";
+    renderSession();
+    await enterRoom(localStorage.getItem(ROOM_KEY) ?? "lobby");
+    ui.body.focus();
+  } catch (e) {
+    ui.authError.textContent = describe(e);
+  } finally {
+    for (const b of ui.authForm.querySelectorAll("button")) b.disabled = false;
+  }
+});
+
+ui.signOut.addEventListener("click", async () => {
+  try {
+    await client.logout();
+  } catch {
+    // Signed out locally either way.
+  }
+  localStorage.removeItem(TOKEN_KEY);
+  localStorage.removeItem(ROOM_KEY);
+  room = null;
+  renderSession();
+});
+
+ui.joinForm.addEventListener("submit", (event) => {
+  event.preventDefault();
+  if (!ui.room.reportValidity()) return;
+  const name = ui.room.value.trim();
+  if (name !== room) void enterRoom(name);
+});
+
+ui.composer.addEventListener("submit", (event) => {
+  event.preventDefault();
+  const body = ui.body.value.trim();
+  if (!room || !body) return;
+  ui.body.value = "";
+  ui.chatError.textContent = "";
+  client.send({ room, body }).catch((e: unknown) => {
+    if (e instanceof SwitchboardError && e.code === "closed") return;
+    failed.set(`failed-${Date.now()}`, body);
+    renderPending();
+    ui.chatError.textContent = `Not sent: ${describe(e)}`;
+  });
+  scrollToBottom();
+});
+
+ui.body.addEventListener("keydown", (event) => {
+  if (event.key === "Enter" && !event.shiftKey && !event.isComposing) {
+    event.preventDefault();
+    ui.composer.requestSubmit();
+  }
+});
+
+ui.older.addEventListener("click", () => void loadOlder());
+ui.scroller.addEventListener("scroll", () => {
+  if (ui.scroller.scrollTop < 40) void loadOlder();
+});
+
+// ------------------------------------------------------------------ start
+
+renderState();
+renderSession();
+if (client.token !== null) {
+  // Offline-first: show the saved room and its unsent messages before the server answers.
+  void enterRoom(localStorage.getItem(ROOM_KEY) ?? "lobby");
+} else {
+  ui.username.focus();
+}

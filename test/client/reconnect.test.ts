@@ -1,0 +1,329 @@
+/**
+ * Reconnection, recovery and the outbox against a real server: every message delivered
+ * to the application exactly once and in seq order, every send stored exactly once.
+ */
+import { afterEach, expect, test } from "bun:test";
+import { join } from "node:path";
+import { createClient, memoryStore, type SwitchboardClient } from "../../src/client/index.ts";
+import { startTestServer, type TestServer } from "../../src/testing.ts";
+import { startProxy, type Proxy } from "./proxy.ts";
+import { collect, failure, fast, range, tempDir } from "./util.ts";
+
+let t: TestServer;
+let proxy: Proxy | undefined;
+const cleanups: Array<() => unknown> = [];
+afterEach(async () => {
+  for (const c of cleanups.splice(0)) await c();
+  await proxy?.stop();
+  proxy = undefined;
+  await t?.stop();
+});
+
+const PASSWORD = "correct horse battery";
+
+/** A user signed up directly on the server, and a client of the same user through the proxy. */
+async function viaProxy(room: string, extra: Parameters<TestServer["client"]>[0] = {}) {
+  proxy = startProxy(t.wsUrl);
+  const { token, username } = await t.signedIn(fast);
+  const client = await t.client({ ...fast, ...extra, url: proxy.wsUrl, token });
+  await client.join({ room });
+  return { client, token, username };
+}
+
+/** Asserts that `seqs` is exactly 1..n. */
+function expectGapless(seqs: number[], n: number) {
+  expect(seqs).toEqual(range(n));
+}
+
+test("network loss (1006) with sends unanswered: retried with the same nonce, stored once", async () => {
+  t = await startTestServer();
+  const { client: a } = await viaProxy("talk");
+  const { client: b } = await t.signedIn(fast);
+  await b.join({ room: "talk" });
+  const gotA = collect(a);
+  const gotB = collect(b);
+
+  proxy!.dropReplies = true; // the server stores the sends, but a never hears back
+  const sends = ["m1", "m2", "m3"].map((body) => a.send({ room: "talk", body }));
+  // One send is in flight at a time (so that a refusal cannot reorder them): m1 is stored.
+  await gotB.waitFor(1);
+  expect(a.outbox.map((e) => e.body)).toEqual(["m1", "m2", "m3"]);
+  const reconnecting = a.next("reconnecting");
+  proxy!.cut();
+  expect((await reconnecting).code).toBe(1006);
+  proxy!.dropReplies = false;
+
+  const results = await Promise.all(sends);
+  expect(results.map((r) => r.seq)).toEqual([1, 2, 3]);
+  expect(results.map((r) => r.at)).toEqual(gotB.messages.map((m) => m.at));
+  await gotA.waitFor(3);
+  expectGapless(gotA.seqs(), 3);
+  expect(gotA.bodies()).toEqual(["m1", "m2", "m3"]);
+  expect(t.app.metrics.messagesDeduplicated).toBe(1);
+  expect((await b.history({ room: "talk" })).messages.map((m) => m.body)).toEqual(["m1", "m2", "m3"]);
+  // The retries pushed no second event to anyone.
+  await b.send({ room: "talk", body: "after" });
+  await gotB.waitFor(4);
+  expect(gotB.bodies()).toEqual(["m1", "m2", "m3", "after"]);
+  expect(a.outbox).toEqual([]);
+});
+
+test("a server restarted mid-conversation on the same file and port: both sides' messages once, in order", async () => {
+  const dir = tempDir();
+  cleanups.push(dir.remove);
+  t = await startTestServer({ dbPath: join(dir.path, "switchboard.db") });
+  const ada = await t.signedIn(fast);
+  const bob = await t.signedIn(fast);
+  const [a, b] = [ada.client, bob.client];
+  await a.join({ room: "talk" });
+  await b.join({ room: "talk" });
+  const gotA = collect(a);
+  const gotB = collect(b);
+  const sends: Array<Promise<{ seq: number }>> = [];
+  const say = (c: SwitchboardClient, body: string) => sends.push(c.send({ room: "talk", body }));
+
+  for (const i of range(5)) {
+    say(a, `a${i}`);
+    say(b, `b${i}`);
+  }
+  // Restart while those sends are in flight: some are answered, some cut off.
+  const reconnecting = Promise.all([a.next("reconnecting"), b.next("reconnecting")]);
+  const restarted = t.restart();
+  expect((await reconnecting).map((e) => e.code)).toEqual([1001, 1001]);
+  // Sent while the server is down: queued in the outbox.
+  for (const i of range(3, 6)) {
+    say(a, `a${i}`);
+    say(b, `b${i}`);
+  }
+  t = await restarted;
+
+  const seqs = (await Promise.all(sends)).map((r) => r.seq);
+  expect(new Set(seqs).size).toBe(16);
+  await gotA.waitFor(16);
+  await gotB.waitFor(16);
+  for (const got of [gotA, gotB]) {
+    expectGapless(got.seqs(), 16);
+    expect(got.bodies().filter((x) => x.startsWith("a"))).toEqual(range(8).map((i) => `a${i}`));
+    expect(got.bodies().filter((x) => x.startsWith("b"))).toEqual(range(8).map((i) => `b${i}`));
+  }
+  expect(gotA.messages).toEqual(gotB.messages);
+  // And the database agrees: 16 rows, each body once.
+  const { messages } = await a.history({ room: "talk", limit: 100 });
+  expect(messages.map((m) => m.body)).toEqual(gotA.bodies());
+  expect(a.state).toBe("open");
+});
+
+test("close 1013 (slow consumer): reconnect and recover the missed messages, no duplicate", async () => {
+  t = await startTestServer();
+  const { client: a } = await viaProxy("talk");
+  const { client: b } = await t.signedIn(fast);
+  await b.join({ room: "talk" });
+  const gotA = collect(a);
+  for (const i of range(3)) await b.send({ room: "talk", body: `b${i}` });
+  await gotA.waitFor(3);
+  proxy!.dropReplies = true; // a falls behind: these never reach it on this connection
+  for (const i of range(3, 4)) await b.send({ room: "talk", body: `b${i}` });
+  const reconnecting = a.next("reconnecting");
+  proxy!.closeAll(1013, "slow consumer: send buffer full");
+  expect(await reconnecting).toMatchObject({ code: 1013, attempt: 1 });
+  proxy!.dropReplies = false;
+  await a.next("open");
+  await b.send({ room: "talk", body: "b7" });
+  await gotA.waitFor(7);
+  expectGapless(gotA.seqs(), 7);
+  expect(gotA.bodies()).toEqual(range(7).map((i) => `b${i}`));
+});
+
+test("too many missed for recovery (recovered: false): history is paged in, live messages held until the gap closes", async () => {
+  t = await startTestServer({ config: { RECOVERY_LIMIT: 3 } });
+  const { client: a } = await viaProxy("talk", { historyPageSize: 2 });
+  const { client: b } = await t.signedIn(fast);
+  await b.join({ room: "talk" });
+  const gotA = collect(a);
+  await b.send({ room: "talk", body: "1" });
+  await b.send({ room: "talk", body: "2" });
+  await gotA.waitFor(2);
+
+  proxy!.refuse = true;
+  const reconnecting = a.next("reconnecting");
+  proxy!.cut();
+  await reconnecting;
+  for (const i of range(10, 3)) await b.send({ room: "talk", body: String(i) });
+  // As soon as a has re-joined (before its history reads), b keeps talking.
+  const live: Array<Promise<unknown>> = [];
+  a.on("joined", (j) => {
+    expect(j).toMatchObject({ rejoin: true, recovered: false, seq: 12 });
+    for (const i of range(8, 13)) live.push(b.send({ room: "talk", body: String(i) }));
+  });
+  const historyBefore = t.app.metrics.requests.get("history") ?? 0;
+  proxy!.refuse = false;
+  await gotA.waitFor(20);
+  await Promise.all(live);
+  expectGapless(gotA.seqs(), 20);
+  expect(gotA.bodies()).toEqual(range(20).map(String));
+  // 10 missed, 2 per page.
+  expect((t.app.metrics.requests.get("history") ?? 0) - historyBefore).toBe(5);
+  expect(a.lastSeq("talk")).toBe(20);
+});
+
+test("sends made while disconnected wait in the outbox and are delivered once, in order, after the re-join", async () => {
+  t = await startTestServer();
+  const { client: a } = await viaProxy("talk");
+  const { client: b } = await t.signedIn(fast);
+  await b.join({ room: "talk" });
+  const gotB = collect(b);
+  proxy!.refuse = true;
+  const reconnecting = a.next("reconnecting");
+  proxy!.cut();
+  await reconnecting;
+  expect(a.state).toBe("reconnecting");
+  const sends = range(5).map((i) => a.send({ room: "talk", body: `x${i}` }));
+  expect(a.outbox.map((e) => e.body)).toEqual(range(5).map((i) => `x${i}`));
+  // A request other than send waits for the connection too.
+  const who = a.who({ room: "talk" });
+  await a.next("reconnecting", (e) => e.attempt === 2); // one attempt was refused
+  proxy!.refuse = false;
+  expect((await Promise.all(sends)).map((r) => r.seq)).toEqual(range(5));
+  expect((await who).members.sort()).toEqual([a.user!.username, b.user!.username].sort());
+  await gotB.waitFor(5);
+  expect(gotB.bodies()).toEqual(range(5).map((i) => `x${i}`));
+  expect(t.app.metrics.messagesStored).toBe(5);
+  expect(proxy!.refused).toBeGreaterThan(0);
+});
+
+test("a client made later with the same store and token (a page reload) sends the outbox and resumes the room", async () => {
+  t = await startTestServer();
+  proxy = startProxy(t.wsUrl);
+  const store = memoryStore();
+  const { token, username } = await t.signedIn(fast);
+  const first = await t.client({ ...fast, url: proxy.wsUrl, token, store });
+  await first.join({ room: "talk" });
+  const { client: b } = await t.signedIn(fast);
+  await b.join({ room: "talk" });
+  const gotFirst = collect(first);
+  await b.send({ room: "talk", body: "before" });
+  await gotFirst.waitFor(1);
+
+  proxy.dropRequests = true; // written, never arrives
+  const lost = failure(first.send({ room: "talk", body: "queued" }));
+  first.close();
+  expect((await lost).code).toBe("closed");
+  expect(store.state?.outbox.map((e) => e.body)).toEqual(["queued"]);
+  expect(store.state?.seqs).toEqual({ talk: 1 });
+  await b.send({ room: "talk", body: "while away" });
+
+  const second = createClient({ url: t.wsUrl, ...fast, token, store });
+  cleanups.push(() => second.close());
+  const gotSecond = collect(second);
+  await gotSecond.waitFor(2);
+  expect(second.user?.username).toBe(username);
+  expect(second.rooms).toEqual(["talk"]);
+  expect(gotSecond.bodies()).toEqual(["while away", "queued"]);
+  expectGapless(gotSecond.seqs().map((s) => s - 1), 2);
+  if (second.outbox.length > 0) await second.next("outbox", (e) => e.pending.length === 0);
+  expect(second.outbox).toEqual([]);
+  expect(store.state?.outbox).toEqual([]);
+  expect(store.state?.seqs).toEqual({ talk: 3 });
+});
+
+test("close 4001 (session revoked) means signed-out: no reconnect loop; signing in again resumes the room", async () => {
+  t = await startTestServer();
+  const { client: a, username } = await viaProxy("talk", { random: () => 0 });
+  const gotA = collect(a);
+  const { client: b } = await t.signedIn(fast);
+  await b.join({ room: "talk" });
+  const again = await t.client(fast);
+  await again.login({ username, password: PASSWORD });
+
+  const signedOut = a.next("signed-out");
+  const states: string[] = [];
+  a.on("state", (s) => states.push(s.state));
+  await again.logout({ all: true });
+  expect(again.state).toBe("signed-out");
+  expect(await signedOut).toEqual({ reason: "revoked" });
+  expect(a.state).toBe("signed-out");
+  expect(a.token).toBeNull();
+  expect((await failure(a.who({ room: "talk" }))).code).toBe("signed_out");
+  expect((await failure(a.send({ room: "talk", body: "x" }))).code).toBe("signed_out");
+  await b.send({ room: "talk", body: "missed while signed out" });
+  // With a zero backoff a reconnect would come at once; give it a few event-loop turns.
+  await Bun.sleep(50);
+  expect(proxy!.connections).toBe(1);
+  expect(states).toEqual(["signed-out"]);
+
+  await a.login({ username, password: PASSWORD });
+  await gotA.waitFor(1);
+  expect(gotA.bodies()).toEqual(["missed while signed out"]);
+  expect(a.state).toBe("open");
+  expect(proxy!.connections).toBe(2);
+});
+
+test("a token refused on reconnect (unauthorized) means signed-out, not a retry loop", async () => {
+  t = await startTestServer();
+  const { client: a, username } = await viaProxy("talk", { random: () => 0 });
+  proxy!.refuse = true;
+  const reconnecting = a.next("reconnecting");
+  proxy!.cut();
+  await reconnecting;
+  // The session is revoked while a is away, so no 4001 reaches it.
+  const other = await t.client(fast);
+  await other.login({ username, password: PASSWORD });
+  await other.logout({ all: true });
+  const signedOut = a.next("signed-out");
+  proxy!.refuse = false;
+  expect(await signedOut).toEqual({ reason: "unauthorized" });
+  expect(a.state).toBe("signed-out");
+  const connections = proxy!.connections;
+  await Bun.sleep(50);
+  expect(proxy!.connections).toBe(connections);
+});
+
+test("close() while reconnecting stops for good; backoff ceilings double up to maxMs", async () => {
+  t = await startTestServer();
+  const { client: a } = await viaProxy("talk", { backoff: { minMs: 2, maxMs: 8 }, random: () => 0.999 });
+  const delays: number[] = [];
+  a.on("reconnecting", (e) => delays.push(e.delayMs));
+  proxy!.refuse = true;
+  const fifth = a.next("reconnecting", (e) => e.attempt === 5);
+  proxy!.cut();
+  await fifth;
+  expect(delays).toEqual([1, 3, 7, 7, 7]);
+  const closed = a.next("closed");
+  a.close();
+  await closed;
+  const refused = proxy!.refused;
+  proxy!.refuse = false;
+  await Bun.sleep(50);
+  expect(proxy!.refused).toBe(refused);
+  expect(proxy!.connections).toBe(1);
+  expect(a.state).toBe("closed");
+});
+
+test("rate-limited sends are retried after retryAfterMs without losing their order", async () => {
+  t = await startTestServer({ config: { SEND_BURST: 2, SEND_RATE: 200 } });
+  const { client: a } = await t.signedIn(fast);
+  await a.join({ room: "talk" });
+  const got = collect(a);
+  const results = await Promise.all(range(8).map((i) => a.send({ room: "talk", body: `r${i}` })));
+  expect(results.map((r) => r.seq)).toEqual(range(8));
+  await got.waitFor(8);
+  expect(got.bodies()).toEqual(range(8).map((i) => `r${i}`));
+  expect(t.app.metrics.errors.get("rate_limited")).toBeGreaterThan(0);
+});
+
+test("leave stops delivery and drops the room's unsent messages", async () => {
+  t = await startTestServer();
+  const { client: a } = await viaProxy("talk");
+  proxy!.refuse = true;
+  const reconnecting = a.next("reconnecting");
+  proxy!.cut();
+  await reconnecting;
+  const pending = failure(a.send({ room: "talk", body: "never" }));
+  const left = a.leave({ room: "talk" });
+  expect((await pending).code).toBe("not_joined");
+  expect(a.rooms).toEqual([]);
+  expect(a.outbox).toEqual([]);
+  proxy!.refuse = false;
+  await left;
+  expect((await a.history({ room: "talk" })).messages).toEqual([]);
+});

@@ -1,0 +1,188 @@
+import { afterEach, describe, expect, test } from "bun:test";
+import { createClient, SwitchboardError, type ResultOf, type SwitchboardClient } from "../../src/client/index.ts";
+import { startTestServer, type TestServer } from "../../src/testing.ts";
+import { startProxy, type Proxy } from "./proxy.ts";
+import { collect, fast } from "./util.ts";
+
+let t: TestServer;
+let proxy: Proxy | undefined;
+afterEach(async () => {
+  await proxy?.stop();
+  proxy = undefined;
+  await t?.stop();
+});
+
+async function rejection(p: Promise<unknown>): Promise<SwitchboardError> {
+  try {
+    await p;
+  } catch (e) {
+    expect(e).toBeInstanceOf(SwitchboardError);
+    return e as SwitchboardError;
+  }
+  throw new Error("expected a rejection");
+}
+
+describe("requests", () => {
+  test("signup, join, send, history, who, ping: typed results and the sender's own message event", async () => {
+    t = await startTestServer();
+    const client = await t.client(fast);
+    expect(client.state).toBe("open");
+    const got = collect(client);
+    const { user, token } = await client.signup({ username: "ada_sdk", password: "correct horse battery" });
+    expect(user.username).toBe("ada_sdk");
+    expect(client.user).toEqual(user);
+    expect(client.token).toBe(token);
+    const joined: ResultOf<"join"> = await client.join({ room: "lobby" });
+    expect(joined).toEqual({ room: "lobby", seq: 0, members: ["ada_sdk"] });
+    const sent = await client.send({ room: "lobby", body: "hello" });
+    expect(sent.seq).toBe(1);
+    await got.waitFor(1);
+    expect(got.messages[0]).toMatchObject({ type: "message", room: "lobby", seq: 1, user: "ada_sdk", body: "hello", at: sent.at });
+    expect(got.messages[0]!.nonce).toMatch(/^c-[0-9a-f]{24}$/);
+    expect(client.lastSeq("lobby")).toBe(1);
+    expect(await client.history({ room: "lobby" })).toMatchObject({ hasMore: false, messages: [{ seq: 1, body: "hello" }] });
+    expect(await client.who({ room: "lobby" })).toEqual({ members: ["ada_sdk"] });
+    expect(await client.ping()).toEqual({});
+    expect(client.outbox).toEqual([]);
+  });
+
+  test("server refusals reject with the spec's code; bad params are refused before sending, with issues", async () => {
+    t = await startTestServer();
+    const { client, username } = await t.signedIn(fast);
+    const other = await t.client(fast);
+    expect((await rejection(other.signup({ username: username.toUpperCase(), password: "correct horse battery" }))).code).toBe("username_taken");
+    const wrong = await rejection(other.login({ username, password: "wrong password!" }));
+    expect(wrong).toMatchObject({ code: "invalid_credentials", request: "login" });
+    expect(wrong.fromClient).toBe(false);
+    expect((await rejection(other.who({ room: "lobby" }))).code).toBe("unauthorized");
+
+    const bad = await rejection(client.send({ room: "lobby", body: "" }));
+    expect(bad.code).toBe("bad_request");
+    expect(bad.issues?.map((i) => i.path)).toEqual(["body"]);
+    expect((await rejection(client.join({ room: "Not A Room" }))).issues?.[0]?.path).toBe("room");
+    // Sending to a room the client does not follow is refused without a round trip.
+    expect(await rejection(client.send({ room: "elsewhere", body: "hi" }))).toMatchObject({ code: "not_joined" });
+    expect(client.outbox).toEqual([]);
+  });
+
+  test("a reply that does not come in time rejects with timeout; the connection is kept", async () => {
+    t = await startTestServer();
+    proxy = startProxy(t.wsUrl);
+    const client = await t.client({ ...fast, url: proxy.wsUrl });
+    proxy.dropReplies = true;
+    const err = await rejection(client.ping({ timeoutMs: 50 }));
+    expect(err).toMatchObject({ code: "timeout", request: "ping" });
+    expect(err.fromClient).toBe(true);
+    proxy.dropReplies = false;
+    expect(await client.ping()).toEqual({});
+    expect(proxy.connections).toBe(1);
+  });
+
+  test("a request in flight when the connection drops rejects with disconnected", async () => {
+    t = await startTestServer();
+    proxy = startProxy(t.wsUrl);
+    const client = await t.client({ ...fast, url: proxy.wsUrl });
+    proxy.dropReplies = true;
+    const pending = client.ping();
+    const reconnecting = client.next("reconnecting");
+    proxy.cut();
+    expect((await rejection(pending)).code).toBe("disconnected");
+    expect((await reconnecting).code).toBe(1006);
+    proxy.dropReplies = false;
+    await client.next("open");
+  });
+
+  test("close() rejects what waits and stops the client; requests afterwards reject with closed", async () => {
+    t = await startTestServer();
+    const { client } = await t.signedIn(fast);
+    await client.join({ room: "lobby" });
+    const closed = client.next("closed");
+    client.close();
+    expect(await closed).toEqual({ code: 1000, reason: "client closed" });
+    expect(client.state).toBe("closed");
+    expect((await rejection(client.ping())).code).toBe("closed");
+    expect((await rejection(client.send({ room: "lobby", body: "late" }))).code).toBe("closed");
+  });
+});
+
+describe("frames from the server are validated, not trusted", () => {
+  /** A fake server that answers each request with `reply(ref)` and can push raw frames. */
+  function fakeServer(reply: (ref: number, type: string) => string | null) {
+    const sockets = new Set<import("bun").ServerWebSocket<unknown>>();
+    const server = Bun.serve({
+      port: 0,
+      hostname: "127.0.0.1",
+      fetch: (req, srv) => (srv.upgrade(req) ? undefined : new Response("no", { status: 400 })),
+      websocket: {
+        open: (ws) => void sockets.add(ws),
+        message(ws, m) {
+          const f = JSON.parse(String(m)) as { ref: number; type: string };
+          const out = reply(f.ref, f.type);
+          if (out !== null) ws.send(out);
+        },
+      },
+    });
+    return {
+      url: `ws://127.0.0.1:${server.port}/ws`,
+      push: (frame: string) => sockets.forEach((ws) => ws.send(frame)),
+      stop: () => server.stop(true),
+    };
+  }
+
+  test("a reply that fails its result schema rejects with invalid_frame and is reported", async () => {
+    const fake = fakeServer((ref, type) => (type === "who" ? JSON.stringify({ type: "ok", ref, members: "everyone" }) : null));
+    const client = createClient({ url: fake.url, ...fast });
+    try {
+      await client.next("open");
+      const errors: SwitchboardError[] = [];
+      client.on("error", (e) => errors.push(e));
+      const err = await rejection(client.who({ room: "lobby" }));
+      expect(err).toMatchObject({ code: "invalid_frame", request: "who" });
+      expect(err.issues?.[0]?.path).toBe("members");
+      expect(errors.map((e) => e.code)).toEqual(["invalid_frame"]);
+    } finally {
+      client.close();
+      await fake.stop();
+    }
+  });
+
+  test("malformed events and non-JSON frames become error events; nothing is delivered", async () => {
+    const fake = fakeServer(() => null);
+    const client = createClient({ url: fake.url, ...fast });
+    try {
+      await client.next("open");
+      const got = collect(client);
+      const errors: SwitchboardError[] = [];
+      client.on("error", (e) => errors.push(e));
+      const third = client.next("error", () => errors.length === 3);
+      fake.push("not json");
+      fake.push(JSON.stringify({ type: "message", room: "lobby", seq: "1", user: "x", body: "hi", at: "yesterday" }));
+      fake.push(JSON.stringify({ type: "error", code: "made_up", message: "?" }));
+      await third;
+      expect(errors.map((e) => e.code)).toEqual(["invalid_frame", "invalid_frame", "invalid_frame"]);
+      expect(errors[1]!.issues?.map((i) => i.path).sort()).toEqual(["at", "seq"]);
+      expect(got.messages).toEqual([]);
+    } finally {
+      client.close();
+      await fake.stop();
+    }
+  });
+});
+
+// Compile-time checks: request params and results are inferred from the protocol schemas.
+function typeChecks(client: SwitchboardClient) {
+  void (async () => {
+    const r = await client.history({ room: "lobby", before: 10, limit: 5 });
+    const seq: number = r.messages[0]!.seq;
+    void seq;
+    // @ts-expect-error: limit is a number
+    await client.history({ room: "lobby", limit: "5" });
+    // @ts-expect-error: body is required
+    await client.send({ room: "lobby" });
+    // @ts-expect-error: join has no `user`
+    (await client.join({ room: "lobby" })).user;
+    // @ts-expect-error: no such event
+    client.on("mesage", () => {});
+  });
+}
+void typeChecks;
