@@ -12,16 +12,8 @@
  * await client.join({ room: "lobby" });
  * await client.send({ room: "lobby", body: "hello" });
  */
-export {
-  createClient,
-  SwitchboardClient,
-  type CallOptions,
-  type ClientEvents,
-  type ClientOptions,
-  type ConnectionState,
-  type WebSocketConstructor,
-  type WebSocketLike,
-} from "./client.ts";
+export { createClient, SwitchboardClient } from "./client.ts";
+export type { CallOptions, ClientEvents, ClientOptions, ConnectionState, WebSocketConstructor, WebSocketLike } from "./types.ts";
 export { SwitchboardError, type ClientErrorCode, type SwitchboardErrorCode } from "./errors.ts";
 export {
   localStorageStore,

@@ -39,7 +39,7 @@ export interface ClientStore {
   save(state: ClientState): void;
 }
 
-export function emptyState(): ClientState {
+function emptyState(): ClientState {
   return { user: null, seqs: {}, outbox: [] };
 }
 
@@ -118,4 +118,44 @@ export function localStorageStore(key = "switchboard.state", storage?: KeyValueS
       target().setItem(key, JSON.stringify(state));
     },
   };
+}
+
+/**
+ * The client's state and its writes to the store. Outbox changes are saved at once
+ * (a reload must not lose a send); seq updates are coalesced to one write per tick.
+ */
+export class SavedState {
+  state: ClientState;
+  private scheduled = false;
+
+  constructor(
+    private readonly store: ClientStore,
+    /** Called after every write. */
+    private readonly written: () => void,
+  ) {
+    this.state = store.load() ?? emptyState();
+  }
+
+  /** Starts afresh: nobody's state. */
+  reset(): void {
+    this.state = emptyState();
+  }
+
+  save(now: boolean): void {
+    if (now) {
+      this.flush();
+      return;
+    }
+    if (this.scheduled) return;
+    this.scheduled = true;
+    queueMicrotask(() => {
+      if (this.scheduled) this.flush();
+    });
+  }
+
+  flush(): void {
+    this.scheduled = false;
+    this.store.save(this.state);
+    this.written();
+  }
 }

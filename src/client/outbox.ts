@@ -1,0 +1,158 @@
+import type { ResultOf } from "../protocol/index.ts";
+import type { Connection } from "./connection.ts";
+import type { Emitter } from "./emitter.ts";
+import type { SwitchboardError } from "./errors.ts";
+import type { OutboxEntry, SavedState } from "./store.ts";
+import type { ClientEvents } from "./types.ts";
+
+interface SendWaiter {
+  resolve(result: ResultOf<"send">): void;
+  reject(error: SwitchboardError): void;
+}
+
+/** A nonce for a `send` that was given none. */
+export function newNonce(): string {
+  const bytes = new Uint8Array(12);
+  globalThis.crypto.getRandomValues(bytes);
+  let hex = "";
+  for (const b of bytes) hex += b.toString(16).padStart(2, "0");
+  return `c-${hex}`;
+}
+
+const keyOf = (outbox: readonly OutboxEntry[]): string => outbox.map((e) => e.nonce).join(" ");
+
+/**
+ * Sends the server has not acknowledged, kept in the store. One is in flight at a
+ * time, and each is retried with its nonce (after a reconnect, after a rate limit)
+ * until the server answers, so that it reaches its room exactly once and in order.
+ */
+export class Outbox {
+  private readonly waiters = new Map<string, SendWaiter[]>();
+  private inFlight: OutboxEntry | null = null;
+  private rateLimitTimer: ReturnType<typeof setTimeout> | undefined;
+  /** The nonces when the `outbox` event last fired. */
+  private key: string;
+
+  constructor(
+    private readonly saved: SavedState,
+    private readonly connection: Connection,
+    private readonly events: Emitter<ClientEvents>,
+    /** Whether `room` is joined on the current socket, so that sends to it can go out. */
+    private readonly isJoined: (room: string) => boolean,
+  ) {
+    this.key = keyOf(saved.state.outbox);
+  }
+
+  /** Copies of the entries, oldest first. */
+  get entries(): readonly OutboxEntry[] {
+    return this.saved.state.outbox.map((e) => ({ ...e }));
+  }
+
+  /** Queues a send (once per nonce and room); resolves when the server acknowledges it. */
+  add(send: { room: string; body: string; nonce: string }): Promise<ResultOf<"send">> {
+    const { room, body, nonce } = send;
+    const promise = new Promise<ResultOf<"send">>((resolve, reject) => {
+      const list = this.waiters.get(nonce) ?? [];
+      list.push({ resolve, reject });
+      this.waiters.set(nonce, list);
+    });
+    if (!this.saved.state.outbox.some((e) => e.nonce === nonce && e.room === room)) {
+      this.saved.state.outbox.push({ nonce, room, body, createdAt: Date.now() });
+      this.saved.save(true);
+    }
+    this.pump();
+    return promise;
+  }
+
+  /** The state was written: fires `outbox` if the entries changed since it last fired. */
+  announce(): void {
+    const key = keyOf(this.saved.state.outbox);
+    if (key === this.key) return;
+    this.key = key;
+    this.events.emit("outbox", { pending: this.entries });
+  }
+
+  /**
+   * Sends the oldest unsent message whose room is joined on this connection, one at a
+   * time: a refusal (a rate limit, say) can then never let a later message overtake it.
+   */
+  pump(): void {
+    const socket = this.connection.current;
+    if (!socket || !socket.alive || this.inFlight || this.rateLimitTimer !== undefined) return;
+    const entry = this.saved.state.outbox.find((e) => this.isJoined(e.room));
+    if (!entry) return;
+    this.inFlight = entry;
+    socket.request("send", { room: entry.room, body: entry.body, nonce: entry.nonce }).then(
+      (result) => {
+        if (this.inFlight === entry) this.inFlight = null;
+        this.remove(entry);
+        this.settle(entry.nonce, (w) => w.resolve(result));
+        this.pump();
+      },
+      (e: SwitchboardError) => {
+        if (socket !== this.connection.current) return; // lost: the entry is sent again after the reconnect
+        if (this.inFlight === entry) this.inFlight = null;
+        if (e.code === "disconnected") return;
+        if (e.code === "timeout") {
+          this.connection.drop(socket, "a send was not answered");
+          return;
+        }
+        if (e.code === "rate_limited") {
+          this.rateLimitTimer = setTimeout(() => {
+            this.rateLimitTimer = undefined;
+            this.pump();
+          }, e.retryAfterMs ?? 1000);
+          return;
+        }
+        this.remove(entry);
+        this.settle(entry.nonce, (w) => w.reject(e));
+        this.pump();
+      },
+    );
+  }
+
+  /** Drops the entries to `room` (no longer followed): their sends reject with `error`. */
+  dropRoom(room: string, error: SwitchboardError): void {
+    const dropped = this.saved.state.outbox.filter((e) => e.room === room);
+    this.saved.state.outbox = this.saved.state.outbox.filter((e) => e.room !== room);
+    this.saved.save(true);
+    for (const e of dropped) this.settle(e.nonce, (w) => w.reject(error));
+  }
+
+  /** Rejects every waiting `send`; with `forget`, the outbox is emptied too. */
+  rejectAll(error: SwitchboardError, forget = true): void {
+    if (forget) {
+      this.saved.state.outbox = [];
+      this.saved.save(true);
+    }
+    const all = [...this.waiters.values()].flat();
+    this.waiters.clear();
+    for (const w of all) w.reject(error);
+  }
+
+  /** The socket is gone: the send in flight goes again after the reconnect. */
+  detached(): void {
+    this.inFlight = null;
+  }
+
+  /** The client stopped: no more retries; sends reject, their entries stay in the store. */
+  stop(error: SwitchboardError): void {
+    clearTimeout(this.rateLimitTimer);
+    this.rateLimitTimer = undefined;
+    this.rejectAll(error, false);
+  }
+
+  private remove(entry: OutboxEntry): void {
+    const i = this.saved.state.outbox.indexOf(entry);
+    if (i < 0) return;
+    this.saved.state.outbox.splice(i, 1);
+    this.saved.save(true);
+  }
+
+  private settle(nonce: string, settle: (waiter: SendWaiter) => void): void {
+    const list = this.waiters.get(nonce);
+    if (!list) return;
+    this.waiters.delete(nonce);
+    for (const w of list) settle(w);
+  }
+}
