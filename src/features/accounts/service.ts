@@ -54,14 +54,22 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
     )
     .prepare();
 
+  const insertSession = db
+    .insert(sessions)
+    .values({
+      tokenHash: sql.placeholder("tokenHash"),
+      userId: sql.placeholder("userId"),
+      createdAt: sql.placeholder("now"),
+      lastUsedAt: sql.placeholder("now"),
+      expiresAt: sql.placeholder("expiresAt"),
+    })
+    .returning({ id: sessions.id })
+    .prepare();
+
   function openSession(userId: number): { token: string; sessionId: number } {
     const token = newToken();
     const now = clock.now();
-    const row = db
-      .insert(sessions)
-      .values({ tokenHash: hashToken(token), userId, createdAt: now, lastUsedAt: now, expiresAt: now + idleMs })
-      .returning({ id: sessions.id })
-      .get();
+    const row = insertSession.get({ tokenHash: hashToken(token), userId, now, expiresAt: now + idleMs })!;
     return { token, sessionId: row.id };
   }
 

@@ -1,4 +1,5 @@
 import type { Database } from "bun:sqlite";
+import { isoTime } from "../../iso-time.ts";
 import type { StoredMessage } from "../../protocol/index.ts";
 
 interface MessageRowOut {
@@ -42,7 +43,7 @@ export function createRoomQueries(client: Database) {
   const countRooms = client.prepare<{ n: number }, []>("SELECT count(*) AS n FROM rooms");
 
   const toMessage = (room: string, r: MessageRowOut): StoredMessage => {
-    const m: StoredMessage = { room, seq: r.seq, user: r.user, body: r.body, at: new Date(r.at).toISOString() };
+    const m: StoredMessage = { room, seq: r.seq, user: r.user, body: r.body, at: isoTime(r.at) };
     if (r.nonce !== null) m.nonce = r.nonce;
     return m;
   };

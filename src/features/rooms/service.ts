@@ -2,6 +2,7 @@ import type { Server } from "bun";
 import type { Database } from "bun:sqlite";
 import type { Clock } from "../../clock.ts";
 import type { Config } from "../../config.ts";
+import { isoTime } from "../../iso-time.ts";
 import type { Logger } from "../../log.ts";
 import type { Metrics } from "../../metrics.ts";
 import { ProtocolError, type ResultOf } from "../../protocol/index.ts";
@@ -72,6 +73,9 @@ export function createRoomService(deps: {
 }) {
   const { client, queries, clock, config, outbound, metrics, log } = deps;
   const live = new Map<string, LiveRoom>();
+  /** Ids of rooms known to exist (rooms are never deleted), for history without a SELECT. */
+  const roomIds = new Map<string, number>();
+  const ROOM_ID_CACHE = 10_000;
   let server: Server<unknown> | null = null;
   let queue: PendingSend[] = [];
   let flushScheduled = false;
@@ -160,7 +164,7 @@ export function createRoomService(deps: {
         item.reject(new Error("message could not be stored"));
         continue;
       }
-      const at = new Date(item.at).toISOString();
+      const at = isoTime(item.at);
       if (item.duplicate) {
         metrics.messagesDeduplicated++;
       } else {
@@ -322,9 +326,14 @@ export function createRoomService(deps: {
     },
 
     history(name: string, before: number | undefined, limit: number): ResultOf<"history"> {
-      const room = live.get(name) ?? queries.findRoom(name);
-      if (!room) return { messages: [], hasMore: false };
-      const messages = queries.before(name, room.id, before ?? Number.MAX_SAFE_INTEGER, limit);
+      let roomId = live.get(name)?.id ?? roomIds.get(name);
+      if (roomId === undefined) {
+        roomId = queries.findRoom(name)?.id;
+        if (roomId === undefined) return { messages: [], hasMore: false };
+        if (roomIds.size >= ROOM_ID_CACHE) roomIds.clear();
+        roomIds.set(name, roomId);
+      }
+      const messages = queries.before(name, roomId, before ?? Number.MAX_SAFE_INTEGER, limit);
       // Seqs are gapless from 1, so older messages exist exactly when the oldest returned is not 1.
       return { messages, hasMore: messages.length > 0 && messages[0]!.seq > 1 };
     },

@@ -1,0 +1,89 @@
+import { describe, expect, test } from "bun:test";
+import fc from "fast-check";
+import { decodeRequest, Ref, requestTypes } from "../../src/protocol/index.ts";
+
+const accepted: Array<[string, Record<string, unknown>]> = [
+  ['{"type":"ping"}', { type: "ping" }],
+  ['{"type":"ping","ref":0}', { type: "ping", ref: 0 }],
+  ['{"type":"ping","ref":"","extra":1}', { type: "ping", ref: "" }],
+  ['{"type":"signup","ref":"a","username":"ada","password":"12345678"}', { type: "signup", ref: "a", username: "ada", password: "12345678" }],
+  ['{"username":"ada","password":"12345678"}', { type: "signup", username: "ada", password: "12345678" }],
+  ['{"type":"login","username":"x","password":"y"}', { type: "login", username: "x", password: "y" }],
+  ['{"type":"auth","token":"t"}', { type: "auth", token: "t" }],
+  ['{"type":"logout","all":true}', { type: "logout", all: true }],
+  ['{"type":"join","room":"lobby","since":0}', { type: "join", room: "lobby", since: 0 }],
+  ['{"type":"leave","room":"a"}', { type: "leave", room: "a" }],
+  ['{"type":"send","room":"a","body":"b","nonce":"n"}', { type: "send", room: "a", body: "b", nonce: "n" }],
+  ['{"type":"history","room":"a","before":5,"limit":100}', { type: "history", room: "a", before: 5, limit: 100 }],
+  ['{"type":"who","room":"a","ref":-7}', { type: "who", room: "a", ref: -7 }],
+];
+
+const refused: Array<[string, string, string[]]> = [
+  ["", "bad_request", []],
+  ["[]", "bad_request", []],
+  ['{"type":null}', "bad_request", ["type"]],
+  ['{"type":"PING"}', "unknown_type", []],
+  ['{"type":"toString"}', "unknown_type", []],
+  ['{"type":"__proto__"}', "unknown_type", []],
+  ['{"type":"ping","ref":true}', "bad_request", ["ref"]],
+  ['{"type":"ping","ref":[1]}', "bad_request", ["ref"]],
+  ['{"type":"ping","ref":1e300}', "bad_request", ["ref"]],
+  ['{"type":"logout","all":"yes"}', "bad_request", ["all"]],
+  ['{"type":"join","room":"lobby","since":-1}', "bad_request", ["since"]],
+  ['{"type":"join","room":"lobby","since":"3"}', "bad_request", ["since"]],
+  ['{"type":"send","room":"a"}', "bad_request", ["body"]],
+  ['{"type":"send","room":"a","body":5,"nonce":5}', "bad_request", ["body", "nonce"]],
+  ['{"type":"history","room":"a","limit":null}', "bad_request", ["limit"]],
+  ['{"username":"ada"}', "bad_request", ["type"]],
+];
+
+describe("decodeRequest", () => {
+  for (const [text, request] of accepted) {
+    test(`accepts ${text}`, () => {
+      expect(decodeRequest(text)).toEqual({ ok: true, request: request as never });
+    });
+  }
+  for (const [text, code, paths] of refused) {
+    test(`refuses ${text || "(empty)"} with ${code}`, () => {
+      const d = decodeRequest(text);
+      expect(d.ok).toBe(false);
+      if (d.ok) return;
+      expect(d.error.code).toBe(code as never);
+      expect(d.error.message).toBeString();
+      expect((d.error.extra.issues ?? []).map((i) => i.path)).toEqual(paths);
+    });
+  }
+
+  test("the error echoes a valid ref even when other fields fail", () => {
+    const d = decodeRequest('{"type":"send","ref":"r1","room":"A","body":""}');
+    expect(d).toMatchObject({ ok: false, ref: "r1" });
+  });
+
+  test("every request type decodes", () => {
+    const minimal: Record<string, object> = {
+      signup: { username: "ada", password: "12345678" },
+      login: { username: "ada", password: "x" },
+      auth: { token: "t" },
+      join: { room: "a" },
+      leave: { room: "a" },
+      send: { room: "a", body: "b" },
+      history: { room: "a" },
+      who: { room: "a" },
+    };
+    for (const type of requestTypes) {
+      expect(decodeRequest(JSON.stringify({ type, ...minimal[type] })).ok).toBe(true);
+    }
+  });
+
+  test("the hand-written ref check agrees with the Ref schema on any string or number", () => {
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ maxLength: 70 }), fc.double(), fc.integer(), fc.maxSafeInteger(), fc.constant(2 ** 53)), (ref) => {
+        const d = decodeRequest(JSON.stringify({ type: "ping", ref }));
+        // JSON has no NaN or Infinity: they become null, which is not a ref either.
+        const sent = JSON.parse(JSON.stringify({ ref })).ref;
+        expect(d.ok).toBe(Ref.safeParse(sent).success);
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});
