@@ -1,0 +1,47 @@
+/** Command-line options shared by the bench scripts, and running one scenario alone. */
+import { cpus, totalmem } from "node:os";
+import type { BenchOptions, Row, Scenario } from "./scenario.ts";
+import { table } from "./table.ts";
+
+export interface CliOptions {
+  reps: number;
+  seconds: number;
+  int(name: string, fallback: number): number;
+}
+
+/** Reads `--name value` / `--name=value` flags; --reps (default 5) and --seconds (default 2.5). */
+export function cliOptions(argv: readonly string[]): CliOptions {
+  const values = new Map<string, string>();
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith("--")) continue;
+    const eq = a.indexOf("=");
+    if (eq > 0) values.set(a.slice(2, eq), a.slice(eq + 1));
+    else values.set(a.slice(2), argv[++i] ?? "");
+  }
+  const num = (name: string, fallback: number) => {
+    const v = values.get(name);
+    if (v === undefined) return fallback;
+    const n = Number(v);
+    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}: expected a positive number, got ${JSON.stringify(v)}`);
+    return n;
+  };
+  return { reps: Math.round(num("reps", 5)), seconds: num("seconds", 2.5), int: (name, fb) => Math.round(num(name, fb)) };
+}
+
+export function benchOptions(o: CliOptions): BenchOptions {
+  return { reps: o.reps, durationMs: Math.round(o.seconds * 1000), log: (line) => process.stderr.write(line + "\n") };
+}
+
+export function machine(): string {
+  return `${cpus().length} CPUs (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, bun ${Bun.version}`;
+}
+
+/** Runs one scenario and prints its rows as the table. */
+export async function runAlone(scenario: Scenario, o: CliOptions): Promise<Row[]> {
+  const opts = benchOptions(o);
+  opts.log(`${scenario.name}: ${scenario.description}; ${o.reps} reps of ${o.seconds} s; ${machine()}`);
+  const rows = await scenario.run(opts);
+  process.stdout.write(table(rows) + "\n");
+  return rows;
+}

@@ -1,0 +1,91 @@
+/** What a benchmark scenario is, and the pair-by-pair repetition loop they share. */
+import { median, quantile } from "./stats.ts";
+
+export type SideName = "switchboard" | "raw" | "socket.io";
+
+export interface BenchOptions {
+  /** Repetitions; each runs every side once, back to back, in alternating order. */
+  reps: number;
+  /** Length of one timed measurement window. */
+  durationMs: number;
+  log(line: string): void;
+}
+
+export interface Target {
+  /** "ratio": Switchboard / raw, pair by pair; "value": Switchboard's own figure. */
+  of: "ratio" | "value";
+  op: ">=" | "<=";
+  value: number;
+}
+
+/** One line of the results table. */
+export interface Row {
+  scenario: string;
+  unit: string;
+  switchboard: number[];
+  raw: number[];
+  sio?: number[];
+  /** Switchboard / raw for each repetition. */
+  ratios: number[];
+  target?: Target;
+}
+
+export interface Scenario {
+  name: string;
+  description: string;
+  run(opts: BenchOptions): Promise<Row[]>;
+}
+
+/** One measurement of one side: named figures (e.g. msgs/s, p50). */
+export type Figures = Record<string, number>;
+
+/**
+ * Runs `reps` repetitions; in each, every side is measured back to back, in forward
+ * order on even repetitions and reverse order on odd ones, so that neither side always
+ * runs on a warmer (or more tired) machine.
+ */
+export async function pairwise(
+  opts: BenchOptions,
+  label: string,
+  sides: Partial<Record<SideName, () => Promise<Figures>>>,
+): Promise<Record<SideName, Figures[]>> {
+  const names = Object.keys(sides) as SideName[];
+  const out: Record<SideName, Figures[]> = { switchboard: [], raw: [], "socket.io": [] };
+  for (let rep = 0; rep < opts.reps; rep++) {
+    const order = rep % 2 === 0 ? names : [...names].reverse();
+    const got: string[] = [];
+    for (const name of order) {
+      const figures = await sides[name]!();
+      out[name].push(figures);
+      got.push(`${name} ${Object.entries(figures).map(([k, v]) => `${k}=${v.toFixed(k.includes("/s") ? 0 : 2)}`).join(" ")}`);
+    }
+    opts.log(`  ${label} rep ${rep + 1}/${opts.reps}: ${got.join(" | ")}`);
+  }
+  return out;
+}
+
+/** Builds a table row from one figure of each side's repetitions. */
+export function row(
+  scenario: string,
+  unit: string,
+  results: Record<SideName, Figures[]>,
+  key: string,
+  target?: Target,
+): Row {
+  const pick = (fs: Figures[]) => fs.map((f) => f[key] ?? Number.NaN);
+  const sb = pick(results.switchboard);
+  const raw = pick(results.raw);
+  const sio = results["socket.io"].length ? pick(results["socket.io"]) : undefined;
+  return { scenario, unit, switchboard: sb, raw, ...(sio ? { sio } : {}), ratios: sb.map((v, i) => v / (raw[i] ?? Number.NaN)), ...(target ? { target } : {}) };
+}
+
+export function passes(r: Row): boolean | undefined {
+  if (!r.target) return undefined;
+  const x = r.target.of === "ratio" ? median(r.ratios) : median(r.switchboard);
+  return r.target.op === ">=" ? x >= r.target.value : x <= r.target.value;
+}
+
+/** p50 and p99 of a latency sample, in ms. */
+export function latencyFigures(lat: number[]): Figures {
+  return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99) };
+}

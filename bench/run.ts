@@ -1,0 +1,71 @@
+/**
+ * The benchmark suite: `npm run bench` runs every scenario and prints one table;
+ * `npm run bench -- chat` runs one. A name that is not a scenario here runs
+ * `bench/<name>.ts` (fuzz, churn, signin, startup...) when that file exists.
+ *
+ *   npm run bench [-- <scenario|script>...] [--reps 5] [--seconds 2.5]
+ *
+ * Every server and load generator runs in its own process on 127.0.0.1; each scenario
+ * repeats its measurement --reps times, both sides back to back in alternating order.
+ */
+import { existsSync } from "node:fs";
+import { join } from "node:path";
+import { scenario as chat } from "./chat.ts";
+import { scenario as fanout } from "./fanout.ts";
+import { scenario as history } from "./history.ts";
+import { benchOptions, cliOptions, machine } from "./lib/cli.ts";
+import { BUN, ROOT } from "./lib/proc.ts";
+import { passes, type Row, type Scenario } from "./lib/scenario.ts";
+import { table } from "./lib/table.ts";
+import { scenario as login } from "./login.ts";
+import { scenario as memory } from "./memory.ts";
+import { scenario as ping } from "./ping.ts";
+
+const scenarios: Scenario[] = [chat, ping, fanout, history, login, memory];
+
+const argv = process.argv.slice(2);
+const names = argv.filter((a, i) => !a.startsWith("--") && !(argv[i - 1]?.startsWith("--") && !argv[i - 1]!.includes("=")));
+
+if (argv.includes("--help") || argv.includes("-h")) {
+  process.stdout.write(
+    `usage: npm run bench [-- <name>...] [--reps N] [--seconds S]\nscenarios: ${scenarios.map((s) => s.name).join(", ")}\n` +
+      `other names run bench/<name>.ts with the remaining arguments\n`,
+  );
+  process.exit(0);
+}
+
+// A script of its own (written by others): hand over the terminal and its exit code.
+const first = names[0];
+if (first && !scenarios.some((s) => s.name === first)) {
+  const file = join(ROOT, "bench", `${first}.ts`);
+  if (!/^[a-z0-9-]+$/.test(first) || !existsSync(file)) {
+    process.stderr.write(`bench: no scenario or bench/${first}.ts (scenarios: ${scenarios.map((s) => s.name).join(", ")})\n`);
+    process.exit(2);
+  }
+  const rest = argv.filter((a) => a !== first);
+  const proc = Bun.spawn([BUN, file, ...rest], { cwd: ROOT, stdio: ["inherit", "inherit", "inherit"] });
+  process.exit(await proc.exited);
+}
+
+const chosen = names.length ? scenarios.filter((s) => names.includes(s.name)) : scenarios;
+const o = cliOptions(argv);
+const opts = benchOptions(o);
+opts.log(`Switchboard benchmarks on ${machine()}; ${o.reps} repetitions of ${o.seconds} s windows`);
+const started = performance.now();
+const rows: Row[] = [];
+for (const s of chosen) {
+  opts.log(`${s.name}: ${s.description}`);
+  try {
+    rows.push(...(await s.run(opts)));
+  } catch (e) {
+    opts.log(`${s.name}: failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    process.exitCode = 1;
+  }
+}
+process.stdout.write(`\n${table(rows)}\n\n`);
+const failed = rows.filter((r) => passes(r) === false).map((r) => `${r.scenario} ${r.unit}`);
+process.stdout.write(
+  `Medians of ${o.reps} repetitions [min–max]; ratio = Switchboard / raw, pair by pair. ` +
+    `${machine()}. ${((performance.now() - started) / 1000).toFixed(0)} s.\n` +
+    (failed.length ? `Targets missed: ${failed.join(", ")}\n` : "All targets met.\n"),
+);
