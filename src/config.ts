@@ -1,3 +1,4 @@
+import { availableParallelism } from "node:os";
 import { z } from "zod";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
@@ -39,7 +40,12 @@ export const settings = {
   SEND_BUFFER_BYTES: { schema: int(1024), default: "1048576", help: "per-client send buffer; past it the client is closed with 1013" },
   INVALID_FRAME_LIMIT: { schema: int(1), default: "10", help: "invalid frames in a row before closing with 1008" },
   SESSION_IDLE_DAYS: { schema: num(0.0001), default: "30", help: "a session token expires after this long unused" },
-  HASH_CONCURRENCY: { schema: int(1, 64), default: "4", help: "password hashes computed at once" },
+  HASH_CONCURRENCY: {
+    schema: int(1, 64),
+    // One core is left to the event loop, so that a storm of sign-ins does not stall others' messages.
+    default: String(Math.max(1, availableParallelism() - 1)),
+    help: "password hashes computed at once (default: cores - 1, at least 1)",
+  },
   HASH_QUEUE: { schema: int(0), default: "256", help: "sign-ins waiting for a hash slot before rate_limited" },
   IDLE_TIMEOUT_S: { schema: int(0, 960), default: "120", help: "close connections silent this long (pings count)" },
 } as const;
