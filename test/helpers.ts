@@ -4,11 +4,9 @@
  * matches replies by ref.
  */
 import type { Clock } from "../src/clock.ts";
-import { defaultConfig, type Config } from "../src/config.ts";
 import { migratedImage, openStoreFromImage, type Store } from "../src/db/open.ts";
-import { createArgon2Hasher, type PasswordHasher } from "../src/features/accounts/password.ts";
-import { silentLogger, type Logger } from "../src/log.ts";
-import { createServer } from "../src/server.ts";
+import type { Switchboard } from "../src/server.ts";
+import { startTestServer, type TestServerOptions } from "../src/testing.ts";
 
 let image: Uint8Array | undefined;
 
@@ -34,42 +32,30 @@ export interface TestApp {
   wsUrl: string;
   port: number;
   store: Store;
-  app: ReturnType<typeof createServer>;
+  app: Switchboard;
+  /** A raw protocol client (closed by `stop`). */
   connect(opts?: { headers?: Record<string, string> }): Promise<TestSocket>;
   stop(): Promise<void>;
 }
 
-export async function startApp(
-  opts: { config?: Partial<Config>; clock?: Clock; hasher?: PasswordHasher; store?: Store; log?: Logger } = {},
-): Promise<TestApp> {
-  const config = defaultConfig({ HOST: "127.0.0.1", PORT: 0, ...opts.config });
-  const store = opts.store ?? freshStore();
-  const app = createServer({
-    config,
-    store,
-    hasher: opts.hasher ?? createArgon2Hasher({ concurrency: config.HASH_CONCURRENCY, queue: config.HASH_QUEUE }),
-    clock: opts.clock ?? { now: () => Date.now() },
-    log: opts.log ?? silentLogger,
-  });
-  const server = app.listen({ port: 0, hostname: "127.0.0.1" });
-  const url = `http://127.0.0.1:${server.port}`;
-  const wsUrl = `ws://127.0.0.1:${server.port}/ws`;
+/** The real server of `switchboard/testing`, driven by raw sockets instead of the SDK. */
+export async function startApp(opts: TestServerOptions = {}): Promise<TestApp> {
+  const server = await startTestServer(opts);
   const sockets: TestSocket[] = [];
   return {
-    url,
-    wsUrl,
-    port: server.port!,
-    store,
-    app,
+    url: server.url,
+    wsUrl: server.wsUrl,
+    port: server.port,
+    store: server.store,
+    app: server.app,
     async connect(o = {}) {
-      const s = await TestSocket.open(wsUrl, o.headers);
+      const s = await TestSocket.open(server.wsUrl, o.headers);
       sockets.push(s);
       return s;
     },
     async stop() {
       for (const s of sockets) s.ws.close();
-      await server.stop(true);
-      if (!opts.store) store.close();
+      await server.stop();
     },
   };
 }
