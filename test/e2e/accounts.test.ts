@@ -156,3 +156,30 @@ describe("accounts over WebSocket", () => {
     expect(lines.join("\n")).not.toContain(token);
   });
 });
+
+describe("requests waiting behind a sign-in", () => {
+  test("64 requests may wait behind a hashing login; the 65th is rate_limited at once", async () => {
+    t = await startApp();
+    const { name } = await signedIn(t);
+    const s = await t.connect();
+    s.sendRaw({ type: "login", ref: "login", username: name, password: PW });
+    for (let i = 0; i < 65; i++) s.sendRaw({ type: "who", ref: i, room: "lobby" });
+    // The 65th is refused before the login (and the 64 behind it) are answered.
+    const first = await s.next((f) => f.ref !== undefined);
+    expect(first).toMatchObject({ ref: 64, type: "error", code: "rate_limited", retryAfterMs: expect.any(Number) });
+    expect(await s.next((f) => f.ref === "login")).toMatchObject({ type: "ok" });
+    for (let i = 0; i < 64; i++) expect(await s.next((f) => f.ref === i)).toMatchObject({ type: "ok", members: [] });
+  });
+});
+
+describe("login field bounds", () => {
+  test("login username up to 64 and password up to 1024 chars are checked; longer is bad_request before any hash", async () => {
+    t = await startApp();
+    const s = await t.connect();
+    expect(await s.request({ type: "login", username: "u".repeat(64), password: "p".repeat(1024) })).toMatchObject({ code: "invalid_credentials" });
+    expect(await s.request({ type: "login", username: "u".repeat(65), password: "x" })).toMatchObject({ code: "bad_request", issues: [{ path: "username" }] });
+    expect(await s.request({ type: "login", username: "u", password: "p".repeat(1025) })).toMatchObject({ code: "bad_request", issues: [{ path: "password" }] });
+    expect(await s.request({ type: "auth", token: "t".repeat(128) })).toMatchObject({ code: "unauthorized" });
+    expect(await s.request({ type: "auth", token: "t".repeat(129) })).toMatchObject({ code: "bad_request", issues: [{ path: "token" }] });
+  });
+});

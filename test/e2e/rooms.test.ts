@@ -372,3 +372,25 @@ describe("recovery", () => {
     expect(lastSeen).toBeGreaterThan(100);
   }, 30_000);
 });
+
+describe("signing in again on a connection", () => {
+  test("as the same user keeps the rooms; as another user leaves them", async () => {
+    t = await startApp();
+    const a = await member();
+    const watcher = await member();
+    await a.s.next((f) => f.type === "presence" && f.user === watcher.name);
+    // Same user, by token: still a member, no presence event.
+    expect(await a.s.request({ type: "auth", token: a.token })).toMatchObject({ type: "ok" });
+    expect(await a.s.request({ type: "send", room: "lobby", body: "still here" })).toMatchObject({ type: "ok" });
+    // Another user: a leaves, and the connection is no longer in the room.
+    const other = await signedIn(t);
+    expect(await a.s.request({ type: "auth", token: other.token })).toMatchObject({ type: "ok", user: { username: other.name } });
+    expect(await watcher.s.next((f) => f.type === "presence")).toEqual({ type: "presence", room: "lobby", user: a.name, state: "leave" });
+    expect(await a.s.request({ type: "send", room: "lobby", body: "x" })).toMatchObject({ code: "not_joined" });
+    // The old session no longer holds this socket: revoking it closes nothing here.
+    const elsewhere = await t.connect();
+    await elsewhere.request({ type: "auth", token: a.token });
+    await elsewhere.request({ type: "logout" });
+    expect(await a.s.request({ type: "ping" })).toMatchObject({ type: "ok" });
+  });
+});

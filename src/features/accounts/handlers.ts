@@ -31,11 +31,17 @@ export function createAccountHandlers(deps: {
   }
 
   function signIn(ws: Socket, s: SignedIn): void {
+    const conn = ws.data;
     // The socket may have closed while the password was hashing.
-    if (ws.data.closed) return;
-    signOut(ws);
-    ws.data.user = s.user;
-    ws.data.sessionId = s.sessionId;
+    if (conn.closed) return;
+    if (conn.user?.id === s.user.id && conn.sessionId !== null) {
+      // Same user, another session: keep the rooms, move the socket to the new session.
+      sessions.remove(conn.sessionId, ws);
+    } else {
+      signOut(ws);
+    }
+    conn.user = s.user;
+    conn.sessionId = s.sessionId;
     sessions.add(s.sessionId, ws);
   }
 
