@@ -13,25 +13,43 @@ import {
 import type { Socket } from "./connection.ts";
 import type { Outbound } from "./outbound.ts";
 
+/** A reply given later by calling `ok` or `fail` once, synchronously from whoever holds it. */
+export interface Later<K extends RequestType> {
+  ok(result: ResultOf<K>): void;
+  fail(error: unknown): void;
+}
+
+/** What a handler returns when it took `ctx.later()` and will answer through it. */
+export const LATER: unique symbol = Symbol("later");
+
 export interface Ctx {
   ws: Socket;
   /** `performance.now()` when the frame arrived. */
   arrivedAt: number;
   /** Runs `fn` right after the reply is sent (a join's catch-up follows its `ok`). */
   afterReply(fn: () => void): void;
+  /**
+   * The reply, to be given later. Unlike a promise, it is sent synchronously by the
+   * caller of `ok`, so that a group commit can answer its sends corked, one write per
+   * socket (a reply sent from a promise callback is a write of its own).
+   */
+  later<K extends RequestType>(): Later<K>;
 }
 
-export type Handler<K extends RequestType> = (ctx: Ctx, request: RequestOf<K>) => ResultOf<K> | Promise<ResultOf<K>>;
+export type Handler<K extends RequestType> = (
+  ctx: Ctx,
+  request: RequestOf<K>,
+) => ResultOf<K> | Promise<ResultOf<K>> | typeof LATER;
 export type Handlers = { [K in RequestType]: Handler<K> };
 
 /**
  * Requests whose handler may run while an earlier request of the same connection is
  * still pending. Everything else waits for a pending sign-in, so that a client may
  * write `login` then `join` then `send` without waiting and have them run in that order.
- * `send` resolves after its group commit, but its place in the commit queue is taken
- * synchronously, so it does not hold the connection up.
+ * (`send` answers after its group commit through `ctx.later()`, but takes its place in
+ * the commit queue synchronously, so it never holds the connection up.)
  */
-const NON_BLOCKING: ReadonlySet<RequestType> = new Set(["send", "ping"]);
+const NON_BLOCKING: ReadonlySet<RequestType> = new Set(["ping"]);
 /** Frames a connection may have waiting behind a sign-in. */
 const MAX_PENDING = 64;
 
@@ -73,14 +91,20 @@ export function createDispatcher(deps: {
     const { ref, type } = request;
     metrics.request(type);
     let after: (() => void) | undefined;
-    const ctx: Ctx = { ws, arrivedAt, afterReply: (fn) => (after = fn) };
-    let out: object | Promise<object>;
+    const ctx: Ctx = {
+      ws,
+      arrivedAt,
+      afterReply: (fn) => (after = fn),
+      later: () => ({ ok: (result) => replyOk(ws, ref, result), fail: (e) => replyError(ws, ref, e, type) }),
+    };
+    let out: object | Promise<object> | typeof LATER;
     try {
       out = (handlers[type] as Handler<typeof type>)(ctx, request as never);
     } catch (e) {
       replyError(ws, ref, e, type);
       return;
     }
+    if (out === LATER) return;
     if (!(out instanceof Promise)) {
       replyOk(ws, ref, out);
       after?.();

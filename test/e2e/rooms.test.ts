@@ -394,3 +394,33 @@ describe("signing in again on a connection", () => {
     expect(await a.s.request({ type: "ping" })).toMatchObject({ type: "ok" });
   });
 });
+
+describe("write failures", () => {
+  test("a send the database refuses is answered internal; the others in its group commit are stored, gapless", async () => {
+    t = await startApp({ config: FAST });
+    t.store.client.run(
+      "CREATE TRIGGER refuse_boom BEFORE INSERT ON messages WHEN NEW.body = 'boom' BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END",
+    );
+    const a = await member();
+    for (const [ref, body] of [[1, "first"], [2, "boom"], [3, "second"]] as const) {
+      a.s.sendRaw({ type: "send", ref, room: "lobby", body });
+    }
+    const [r1, r2, r3] = [await a.s.next((f) => f.ref === 1), await a.s.next((f) => f.ref === 2), await a.s.next((f) => f.ref === 3)];
+    expect(r1).toMatchObject({ type: "ok", seq: 1 });
+    expect(r2).toEqual({ type: "error", ref: 2, code: "internal", message: "internal error" });
+    expect(r3).toMatchObject({ type: "ok", seq: 2 });
+    expect(seqs(await a.s.messages("lobby", 2))).toEqual([1, 2]);
+    const h = await a.s.request({ type: "history", room: "lobby" });
+    expect((h.messages as Frame[]).map((m) => [m.seq, m.body])).toEqual([[1, "first"], [2, "second"]]);
+  });
+
+  test("a socket that closes with sends queued: they are still committed, and nothing breaks", async () => {
+    t = await startApp({ config: FAST });
+    const a = await member();
+    for (let i = 0; i < 20; i++) a.s.sendRaw({ type: "send", room: "lobby", body: `m${i}` });
+    await a.s.close();
+    const b = await member();
+    const h = await b.s.request({ type: "history", room: "lobby" });
+    expect((h.messages as Frame[]).map((m) => m.body)).toEqual(range(0, 19).map((i) => `m${i}`));
+  });
+});

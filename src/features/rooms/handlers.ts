@@ -1,4 +1,4 @@
-import type { Handlers } from "../../ws/dispatcher.ts";
+import { LATER, type Handlers } from "../../ws/dispatcher.ts";
 import { requireUser } from "../accounts/handlers.ts";
 import type { RoomService } from "./service.ts";
 
@@ -15,9 +15,10 @@ export function createRoomHandlers(rooms: RoomService) {
       rooms.leave(ws, req.room);
       return {};
     },
-    send({ ws, arrivedAt }, req) {
+    send({ ws, arrivedAt, later }, req) {
       requireUser(ws);
-      return rooms.send(ws, req.room, req.body, req.nonce, arrivedAt);
+      rooms.send(ws, req.room, req.body, req.nonce, arrivedAt, later<"send">());
+      return LATER;
     },
     history({ ws }, req) {
       requireUser(ws);

@@ -7,6 +7,7 @@ import type { Logger } from "../../log.ts";
 import type { Metrics } from "../../metrics.ts";
 import { ProtocolError, type ResultOf } from "../../protocol/index.ts";
 import type { Socket } from "../../ws/connection.ts";
+import type { Later } from "../../ws/dispatcher.ts";
 import type { Outbound } from "../../ws/outbound.ts";
 import type { RoomQueries } from "./queries.ts";
 
@@ -24,14 +25,14 @@ interface LiveRoom {
 }
 
 interface PendingSend {
+  ws: Socket;
   room: LiveRoom;
   userId: number;
   username: string;
   body: string;
   nonce: string | null;
   arrivedAt: number;
-  resolve(result: ResultOf<"send">): void;
-  reject(error: unknown): void;
+  reply: Later<"send">;
   seq: number;
   at: number;
   duplicate: boolean;
@@ -155,24 +156,39 @@ export function createRoomService(deps: {
       }
     }
     const touched = new Set<LiveRoom>();
+    // Replies grouped by socket, in order, to be written corked: one write per socket.
+    const replies = new Map<Socket, PendingSend[]>();
     const now = performance.now();
     for (const item of batch) {
       const { room } = item;
       room.pendingWrites--;
       touched.add(room);
-      if (failed.has(item)) {
-        item.reject(new Error("message could not be stored"));
-        continue;
-      }
-      const at = isoTime(item.at);
+      const list = replies.get(item.ws);
+      if (list) list.push(item);
+      else replies.set(item.ws, [item]);
+      if (failed.has(item)) continue;
       if (item.duplicate) {
         metrics.messagesDeduplicated++;
       } else {
         metrics.messagesStored++;
-        server?.publish(room.topic, messageEventJson(room.name, item.seq, item.username, item.body, at, item.nonce));
+        server?.publish(room.topic, messageEventJson(room.name, item.seq, item.username, item.body, isoTime(item.at), item.nonce));
       }
       metrics.sendLatency(now - item.arrivedAt);
-      item.resolve({ seq: item.seq, at });
+    }
+    for (const [ws, items] of replies) {
+      const answer = () => {
+        for (const item of items) {
+          if (failed.has(item)) item.reply.fail(new Error("message could not be stored"));
+          else item.reply.ok({ seq: item.seq, at: isoTime(item.at) });
+        }
+      };
+      try {
+        if (ws.data.closed) answer(); // nothing is written; cork needs an open socket
+        else ws.cork(answer);
+      } catch (err) {
+        // A throw here would escape setImmediate and end the process.
+        log.error("send_reply_failed", { conn: ws.data.id, err });
+      }
     }
     for (const room of touched) {
       for (const ws of room.conns) {
@@ -298,31 +314,33 @@ export function createRoomService(deps: {
       ws.data.catchups = null;
     },
 
-    send(ws: Socket, name: string, body: string, nonce: string | undefined, arrivedAt: number): Promise<ResultOf<"send">> {
+    /**
+     * Queues a send for the next group commit and answers `reply` after it: `ok` once
+     * the message is committed (and published). Throws `not_joined` or `rate_limited`.
+     */
+    send(ws: Socket, name: string, body: string, nonce: string | undefined, arrivedAt: number, reply: Later<"send">): void {
       const conn = ws.data;
       const room = conn.rooms.has(name) ? live.get(name) : undefined;
       if (!room) throw new ProtocolError("not_joined", `join ${name} before sending to it`);
       refillAndTake(ws);
-      return new Promise((resolve, reject) => {
-        room.pendingWrites++;
-        queue.push({
-          room,
-          userId: conn.user!.id,
-          username: conn.user!.username,
-          body,
-          nonce: nonce ?? null,
-          arrivedAt,
-          resolve,
-          reject,
-          seq: 0,
-          at: 0,
-          duplicate: false,
-        });
-        if (!flushScheduled) {
-          flushScheduled = true;
-          setImmediate(flush);
-        }
+      room.pendingWrites++;
+      queue.push({
+        ws,
+        room,
+        userId: conn.user!.id,
+        username: conn.user!.username,
+        body,
+        nonce: nonce ?? null,
+        arrivedAt,
+        reply,
+        seq: 0,
+        at: 0,
+        duplicate: false,
       });
+      if (!flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flush);
+      }
     },
 
     history(name: string, before: number | undefined, limit: number): ResultOf<"history"> {
