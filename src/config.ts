@@ -37,7 +37,12 @@ export const settings = {
   SIGNIN_FAILS_PER_ADDRESS: { schema: int(1), default: "30", help: "failed sign-ins per client address per window" },
   SIGNIN_ADDRESS_WINDOW_MS: { schema: int(1), default: "60000", help: "window of SIGNIN_FAILS_PER_ADDRESS" },
   RECOVERY_LIMIT: { schema: int(0), default: "1000", help: "most missed messages a join with since replays" },
-  SEND_BUFFER_BYTES: { schema: int(1024), default: "1048576", help: "per-client send buffer; past it the client is closed with 1013" },
+  SEND_BUFFER_BYTES: {
+    // At least 64 KiB: one message event can be 24 KiB (4000 escaped characters).
+    schema: int(65_536),
+    default: "1048576",
+    help: "per-client send buffer; past it the client is closed with 1013 (at least 65536)",
+  },
   INVALID_FRAME_LIMIT: { schema: int(1), default: "10", help: "invalid frames in a row before closing with 1008" },
   SESSION_IDLE_DAYS: { schema: num(0.0001), default: "30", help: "a session token expires after this long unused" },
   HASH_CONCURRENCY: {

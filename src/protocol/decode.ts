@@ -70,7 +70,7 @@ export function decodeRequest(text: string): Decoded {
   try {
     parsed = requestSchemas[type].safeParse(frame);
   } catch {
-    return fail(ref, new ProtocolError("bad_request", "fields fail validation"));
+    return fail(ref, new ProtocolError("bad_request", "fields fail validation", { issues: [{ path: "", message: "invalid value" }] }));
   }
   if (!parsed.success) {
     const issues = toIssues(parsed.error);

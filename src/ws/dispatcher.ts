@@ -42,14 +42,6 @@ export type Handler<K extends RequestType> = (
 ) => ResultOf<K> | Promise<ResultOf<K>> | typeof LATER;
 export type Handlers = { [K in RequestType]: Handler<K> };
 
-/**
- * Requests whose handler may run while an earlier request of the same connection is
- * still pending. Everything else waits for a pending sign-in, so that a client may
- * write `login` then `join` then `send` without waiting and have them run in that order.
- * (`send` answers after its group commit through `ctx.later()`, but takes its place in
- * the commit queue synchronously, so it never holds the connection up.)
- */
-const NON_BLOCKING: ReadonlySet<RequestType> = new Set(["ping"]);
 /** Frames a connection may have waiting behind a sign-in. */
 const MAX_PENDING = 64;
 
@@ -95,7 +87,15 @@ export function createDispatcher(deps: {
       ws,
       arrivedAt,
       afterReply: (fn) => (after = fn),
-      later: () => ({ ok: (result) => replyOk(ws, ref, result), fail: (e) => replyError(ws, ref, e, type) }),
+      later: () => {
+        let answered = false;
+        const once = (answer: () => void) => {
+          if (answered) return log.error("answered_twice", { type, conn: conn.id });
+          answered = true;
+          answer();
+        };
+        return { ok: (result) => once(() => replyOk(ws, ref, result)), fail: (e) => once(() => replyError(ws, ref, e, type)) };
+      },
     };
     let out: object | Promise<object> | typeof LATER;
     try {
@@ -110,17 +110,15 @@ export function createDispatcher(deps: {
       after?.();
       return;
     }
-    const blocking = !NON_BLOCKING.has(type);
-    if (blocking) conn.busy = true;
+    // An async handler (a sign-in hashing a password) holds the connection's later
+    // requests until it is answered, so that `login`, `join`, `send` written back to back
+    // run in that order. `ping` does not wait; `send` answers through `later`.
+    conn.busy = true;
     out.then(
-      (result) => {
-        replyOk(ws, ref, result);
-        after?.();
-      },
+      (result) => replyOk(ws, ref, result),
       (e) => replyError(ws, ref, e, type),
     )
       .finally(() => {
-        if (!blocking) return;
         conn.busy = false;
         runPending(ws);
       })

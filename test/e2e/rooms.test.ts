@@ -323,14 +323,20 @@ describe("recovery", () => {
     expect(seqs(await b.s.messages("lobby", 1000, 20_000))).toEqual(range(1, 1000));
   }, 30_000);
 
+  /** Sends `n` messages of `body` in chunks, reading its own echoes as it goes (so it is never a slow consumer). */
+  async function seedLarge(s: TestSocket, n: number, body: string, chunk = 40) {
+    for (let i = 0; i < n; i += chunk) {
+      const k = Math.min(chunk, n - i);
+      for (let j = 0; j < k; j++) s.sendRaw({ type: "send", room: "lobby", body });
+      await s.messages("lobby", k, 20_000);
+    }
+  }
+
   test("a paced catch-up (backlog past the buffer) while another connection keeps sending: no gap, no duplicate", async () => {
-    // The sender receives its own 8 MB echo in bursts: give it room, the replay is paced regardless.
-    t = await startApp({ config: { ...FAST, SEND_BUFFER_BYTES: 64 * 1024 * 1024 } });
+    t = await startApp({ config: FAST });
     const a = await member();
     // 1000 x 8000 bytes: more than loopback's kernel buffers take at once, so the replay must wait for drain.
-    const body = "é".repeat(4000);
-    for (let i = 0; i < 1000; i++) a.s.sendRaw({ type: "send", ref: i, room: "lobby", body });
-    await a.s.next((f) => f.ref === 999, 20_000);
+    await seedLarge(a.s, 1000, "é".repeat(4000));
     const b = await signedIn(t);
     b.s.sendRaw({ type: "join", ref: "j", room: "lobby", since: 0 });
     // Live sends land while the replay is paused on a full buffer.
@@ -340,6 +346,33 @@ describe("recovery", () => {
     expect(seqs(got)).toEqual(range(1, 1050));
     await b.s.request({ type: "ping" });
     expect(b.s.unclaimed.filter((f) => f.type === "message")).toEqual([]);
+  }, 30_000);
+
+  test("a catch-up of bodies that escape to 24 KB each is paced within a page, not closed with 1013", async () => {
+    t = await startApp({ config: FAST });
+    const a = await member();
+    const body = "\u0001".repeat(4000);
+    await seedLarge(a.s, 300, body, 20);
+    const b = await signedIn(t);
+    expect(await b.s.request({ type: "join", room: "lobby", since: 0 })).toMatchObject({ recovered: true });
+    expect(seqs(await b.s.messages("lobby", 300, 20_000))).toEqual(range(1, 300));
+    expect(await b.s.request({ type: "ping" })).toMatchObject({ type: "ok" });
+  }, 30_000);
+
+  test("a history page of huge bodies is cut short to fit the send buffer, with hasMore", async () => {
+    t = await startApp({ config: FAST });
+    const a = await member();
+    await seedLarge(a.s, 100, "\u0001".repeat(4000), 20);
+    const h = await a.s.request({ type: "history", room: "lobby", limit: 100 });
+    const got = seqs(h.messages as Frame[]);
+    expect(got.length).toBeGreaterThan(0);
+    expect(got.length).toBeLessThan(100);
+    expect(got).toEqual(range(101 - got.length, 100));
+    expect(h.hasMore).toBe(true);
+    expect(Buffer.byteLength(JSON.stringify(h))).toBeLessThanOrEqual(512 * 1024);
+    // Small bodies: the whole page.
+    await seedLarge(a.s, 100, "small", 50);
+    expect(seqs((await a.s.request({ type: "history", room: "lobby", limit: 100 })).messages as Frame[])).toEqual(range(101, 200));
   }, 30_000);
 
   test("race: joins with since while another connection keeps sending see no gap and no duplicate", async () => {

@@ -132,6 +132,39 @@ describe("accounts service", () => {
   });
 });
 
+describe("sign-in limits under parallel guesses", () => {
+  test("guesses sent at once count while they are checked: only `limit` reach the hasher", async () => {
+    const { accounts } = setup(defaultConfig({ SIGNIN_FAILS_PER_USER: 5 }));
+    await accounts.signup("victim", "correct horse battery");
+    const codes = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => code(accounts.login("victim", `guess ${i}`, `10.1.0.${i}`))),
+    );
+    expect(codes.filter((c) => c === "invalid_credentials")).toHaveLength(5);
+    expect(codes.filter((c) => c === "rate_limited")).toHaveLength(15);
+    expect(await code(accounts.login("victim", "correct horse battery", "10.2.0.1"))).toBe("rate_limited");
+  });
+
+  test("a successful sign-in releases its reservation without counting as a failure", async () => {
+    const { accounts } = setup(defaultConfig({ SIGNIN_FAILS_PER_USER: 2 }));
+    await accounts.signup("ada", "correct horse battery");
+    const codes = await Promise.all([1, 2, 3].map(() => code(accounts.login("ada", "correct horse battery", "x"))));
+    // Two in flight fill the limit for a moment; none of them failed.
+    expect(codes.filter((c) => c === "ok").length).toBeGreaterThanOrEqual(2);
+    for (let i = 0; i < 5; i++) expect(await code(accounts.login("ada", "correct horse battery", "x"))).toBe("ok");
+  });
+
+  test("a dummy hash refused by a busy hasher is not kept: unknown names are not stuck on rate_limited", async () => {
+    const store = freshStore();
+    const busy = createArgon2Hasher({ concurrency: 1, queue: 0 });
+    const blocker = busy.hash("holds the only slot");
+    // The service computes its dummy hash at once: refused, the hasher is busy.
+    const accounts = createAccountService({ store, hasher: busy, clock: new TestClock(), config: defaultConfig() });
+    await blocker;
+    expect(await code(accounts.login("ghost", "whatever pw", "x"))).toBe("invalid_credentials");
+    expect(await code(accounts.login("ghost", "whatever pw", "x"))).toBe("invalid_credentials");
+  });
+});
+
 describe("argon2 hasher", () => {
   test("bounds the hashes in flight and answers rate_limited past its queue", async () => {
     const small = createArgon2Hasher({ concurrency: 1, queue: 1 });

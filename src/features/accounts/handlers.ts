@@ -32,8 +32,11 @@ export function createAccountHandlers(deps: {
 
   function signIn(ws: Socket, s: SignedIn): void {
     const conn = ws.data;
-    // The socket may have closed while the password was hashing.
-    if (conn.closed) return;
+    if (conn.closed) {
+      // The socket closed while the password was hashing: nobody holds this token.
+      accounts.logout(s.sessionId, s.user.id, false);
+      return;
+    }
     if (conn.user?.id === s.user.id && conn.sessionId !== null) {
       // Same user, another session: keep the rooms, move the socket to the new session.
       sessions.remove(conn.sessionId, ws);

@@ -34,7 +34,7 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
   const idleMs = config.SESSION_IDLE_DAYS * DAY_MS;
   const byUser = new FailureLimiter(config.SIGNIN_FAILS_PER_USER, config.SIGNIN_USER_WINDOW_MS, clock);
   const byAddress = new FailureLimiter(config.SIGNIN_FAILS_PER_ADDRESS, config.SIGNIN_ADDRESS_WINDOW_MS, clock);
-  let dummyHash: Promise<string> | undefined;
+  let dummyHash: Promise<string> | undefined = undefined;
 
   const findUserByName = db
     .select()
@@ -73,12 +73,32 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
     return { token, sessionId: row.id };
   }
 
-  function checkLimits(username: string, address: string): void {
-    const wait = Math.max(byUser.retryAfter(username.toLowerCase()), byAddress.retryAfter(address));
+  /** Reserves a sign-in attempt against both limits, or throws rate_limited. */
+  function beginAttempt(userKey: string, address: string): void {
+    const wait = Math.max(byUser.retryAfter(userKey), byAddress.retryAfter(address));
     if (wait > 0) {
       throw new ProtocolError("rate_limited", "too many failed sign-ins; try again later", { retryAfterMs: wait });
     }
+    byUser.begin(userKey);
+    byAddress.begin(address);
   }
+
+  function endAttempt(userKey: string, address: string, failed: boolean): void {
+    byUser.end(userKey, failed);
+    byAddress.end(address, failed);
+  }
+
+  /** A hash to verify unknown names against; only a successful one is kept. */
+  function dummy(): Promise<string> {
+    dummyHash ??= hasher.hash(newToken()).catch((e: unknown) => {
+      dummyHash = undefined;
+      throw e;
+    });
+    return dummyHash;
+  }
+
+  // Ready before the first unknown name arrives, so that it costs one verify like the rest.
+  dummy().catch(() => {});
 
   return {
     async signup(username: string, password: string): Promise<SignedIn & { token: string }> {
@@ -97,16 +117,20 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
     },
 
     async login(username: string, password: string, address: string): Promise<SignedIn & { token: string }> {
-      checkLimits(username, address);
-      const row = findUserByName.get({ username });
-      // An unknown name costs one verify too, so that timing does not tell names apart.
-      dummyHash ??= hasher.hash(newToken());
-      const ok = row ? await hasher.verify(row.passwordHash, password) : (await hasher.verify(await dummyHash, password), false);
-      if (!row || !ok) {
-        byUser.fail(username.toLowerCase());
-        byAddress.fail(address);
-        throw new ProtocolError("invalid_credentials", "wrong username or password");
+      const userKey = username.toLowerCase();
+      beginAttempt(userKey, address);
+      let verdict: "right" | "wrong" | "not checked" = "not checked";
+      let row: UserRow | undefined;
+      try {
+        row = findUserByName.get({ username });
+        // An unknown name costs one verify too, so that timing does not tell names apart.
+        const ok = row ? await hasher.verify(row.passwordHash, password) : (await hasher.verify(await dummy(), password), false);
+        verdict = ok ? "right" : "wrong";
+      } finally {
+        // A hash that could not run (the hasher is busy: rate_limited) is no failed guess.
+        endAttempt(userKey, address, verdict === "wrong");
       }
+      if (!row || verdict !== "right") throw new ProtocolError("invalid_credentials", "wrong username or password");
       const { token, sessionId } = openSession(row.id);
       return { user: toUser(row), token, sessionId };
     },

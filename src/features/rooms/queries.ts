@@ -50,7 +50,8 @@ export function createRoomQueries(client: Database) {
 
   return {
     findRoom: (name: string) => roomByName.get(name),
-    ensureRoom: (name: string, now: number) => insertRoom.get(name, now)!,
+    /** The room, created if it does not exist (a read first: loading an existing room writes nothing). */
+    ensureRoom: (name: string, now: number) => roomByName.get(name) ?? insertRoom.get(name, now)!,
     setLatest: (roomId: number, seq: number) => setLatest.run(seq, roomId),
     insertMessage: (roomId: number, seq: number, userId: number, body: string, nonce: string | null, at: number) =>
       insertMessage.run(roomId, seq, userId, body, nonce, at),

@@ -5,7 +5,7 @@ import type { Config } from "../../config.ts";
 import { isoTime } from "../../iso-time.ts";
 import type { Logger } from "../../log.ts";
 import type { Metrics } from "../../metrics.ts";
-import { ProtocolError, type ResultOf } from "../../protocol/index.ts";
+import { CloseCode, ProtocolError, type ResultOf, type StoredMessage } from "../../protocol/index.ts";
 import type { Socket } from "../../ws/connection.ts";
 import type { Later } from "../../ws/dispatcher.ts";
 import type { Outbound } from "../../ws/outbound.ts";
@@ -38,10 +38,8 @@ interface PendingSend {
   duplicate: boolean;
 }
 
-/** Catch-up pages are read this many messages at a time... */
+/** Catch-up pages are read this many messages at a time. */
 const CATCHUP_PAGE = 256;
-/** ...while the client's unsent bytes stay under this; the rest follows on `drain`. */
-const CATCHUP_HIGH_WATER = 256 * 1024;
 
 export function messageEventJson(room: string, seq: number, user: string, body: string, at: string, nonce: string | null): string {
   return JSON.stringify(
@@ -77,11 +75,14 @@ export function createRoomService(deps: {
   /** Ids of rooms known to exist (rooms are never deleted), for history without a SELECT. */
   const roomIds = new Map<string, number>();
   const ROOM_ID_CACHE = 10_000;
+  const catchupHighWater = Math.floor(config.SEND_BUFFER_BYTES / 4);
+  /** A history reply stays under half the send buffer; a page of huge bodies is cut short. */
+  const historyBudget = Math.floor(config.SEND_BUFFER_BYTES / 2);
   let server: Server<unknown> | null = null;
   let queue: PendingSend[] = [];
   let flushScheduled = false;
-  let flushing: Promise<void> | null = null;
-  let settleFlush: (() => void) | null = null;
+  /** Resolved when a flush leaves nothing queued (for shutdown). */
+  let idleWaiters: Array<() => void> = [];
 
   function load(name: string): LiveRoom {
     let room = live.get(name);
@@ -106,7 +107,6 @@ export function createRoomService(deps: {
     const touched = new Set<LiveRoom>();
     for (const item of batch) {
       const { room } = item;
-      touched.add(room);
       item.duplicate = false;
       if (item.nonce !== null) {
         // Sees rows written earlier in this same transaction too.
@@ -118,6 +118,7 @@ export function createRoomService(deps: {
           continue;
         }
       }
+      touched.add(room);
       item.seq = ++room.latestSeq;
       item.at = clock.now();
       queries.insertMessage(room.id, item.seq, item.userId, item.body, item.nonce, item.at);
@@ -126,17 +127,18 @@ export function createRoomService(deps: {
   }
   const writeBatchTx = client.transaction(writeBatch);
 
-  /** Runs `write` in a transaction; on failure puts every touched room's seq back. */
-  function commit(batch: PendingSend[]): unknown {
+  /** Writes `batch` in one transaction; on failure logs it, puts every room's seq back and returns false. */
+  function commit(batch: PendingSend[]): boolean {
     const saved = new Map<LiveRoom, number>();
     for (const item of batch) if (!saved.has(item.room)) saved.set(item.room, item.room.latestSeq);
     try {
       writeBatchTx(batch);
       metrics.commits++;
-      return null;
-    } catch (e) {
+      return true;
+    } catch (err) {
       for (const [room, seq] of saved) room.latestSeq = seq;
-      return e ?? new Error("write failed");
+      log.error("send_commit_failed", { err, size: batch.length });
+      return false;
     }
   }
 
@@ -145,15 +147,10 @@ export function createRoomService(deps: {
     const batch = queue;
     queue = [];
     if (batch.length === 0) return;
-    const failure = commit(batch);
     const failed = new Set<PendingSend>();
-    if (failure !== null) {
-      // One bad row must not sink the others: retry one by one.
-      log.error("send_batch_failed", { err: failure, size: batch.length });
-      for (const item of batch) {
-        if (batch.length > 1 && commit([item]) === null) continue;
-        failed.add(item);
-      }
+    if (!commit(batch)) {
+      // One bad row must not sink the others: each is retried on its own.
+      for (const item of batch) if (batch.length === 1 || !commit([item])) failed.add(item);
     }
     const touched = new Set<LiveRoom>();
     // Replies grouped by socket, in order, to be written corked: one write per socket.
@@ -197,15 +194,26 @@ export function createRoomService(deps: {
       }
       unloadIfIdle(room);
     }
-    if (queue.length === 0 && settleFlush) {
-      settleFlush();
-      settleFlush = null;
-      flushing = null;
+    // Nothing can queue a send while this runs: the queue is empty here.
+    for (const resolve of idleWaiters.splice(0)) resolve();
+  }
+
+  /**
+   * Replays missed messages to `ws` while its unsent bytes stay under a quarter of the
+   * send buffer (checked after every message: one page of large bodies can pass the
+   * whole buffer), then subscribes it to live ones. The rest follows on `drain`.
+   */
+  function pump(ws: Socket): void {
+    try {
+      pumpRooms(ws);
+    } catch (err) {
+      // Runs from drain, flush and after a join's reply: a throw must not reach the process.
+      log.error("catch_up_failed", { conn: ws.data.id, err });
+      outbound.close(ws, CloseCode.tryAgainLater, "catch-up failed; reconnect and recover");
     }
   }
 
-  /** Replays missed messages to `ws` page by page, then subscribes it to live ones. */
-  function pump(ws: Socket): void {
+  function pumpRooms(ws: Socket): void {
     const catchups = ws.data.catchups;
     if (!catchups) return;
     for (const [name, from] of catchups) {
@@ -215,7 +223,8 @@ export function createRoomService(deps: {
         continue;
       }
       let cursor = from;
-      for (;;) {
+      let paused = false;
+      while (!paused) {
         if (ws.data.closed) return;
         if (cursor >= room.latestSeq) {
           // Same synchronous block as the last read: no commit can fall in between.
@@ -223,17 +232,45 @@ export function createRoomService(deps: {
           catchups.delete(name);
           break;
         }
-        if (ws.getBufferedAmount() > CATCHUP_HIGH_WATER) {
-          catchups.set(name, cursor);
-          break;
+        const page = queries.range(name, room.id, cursor, room.latestSeq, CATCHUP_PAGE);
+        if (page.length === 0) {
+          // Only if the database lost rows it said it had: do not spin.
+          log.error("catch_up_gap", { room: name, after: cursor, latest: room.latestSeq });
+          cursor = room.latestSeq;
+          continue;
         }
-        for (const m of queries.range(name, room.id, cursor, room.latestSeq, CATCHUP_PAGE)) {
+        for (const m of page) {
           outbound.send(ws, messageEventJson(name, m.seq, m.user, m.body, m.at, m.nonce ?? null));
           cursor = m.seq;
+          if (ws.getBufferedAmount() > catchupHighWater) {
+            paused = true;
+            break;
+          }
         }
       }
+      if (paused) catchups.set(name, cursor);
     }
     if (catchups.size === 0) ws.data.catchups = null;
+  }
+
+  /**
+   * Drops the oldest messages of a history page until its reply fits `historyBudget`
+   * (keeping at least one): 100 bodies of escaped control characters would be 2.4 MB,
+   * past the send buffer, and the client would be closed instead of answered.
+   */
+  function fitBudget(messages: StoredMessage[]): StoredMessage[] {
+    let rough = 0;
+    for (const m of messages) rough += m.body.length + 160;
+    // JSON escapes expand a UTF-16 unit to at most 6 bytes: below that, it surely fits.
+    if (rough * 6 <= historyBudget) return messages;
+    let bytes = 64;
+    let keep = messages.length;
+    while (keep > 0) {
+      bytes += Buffer.byteLength(JSON.stringify(messages[keep - 1])) + 1;
+      if (bytes > historyBudget && keep < messages.length) break;
+      keep--;
+    }
+    return messages.slice(keep);
   }
 
   function leaveRoom(ws: Socket, room: LiveRoom): void {
@@ -351,7 +388,7 @@ export function createRoomService(deps: {
         if (roomIds.size >= ROOM_ID_CACHE) roomIds.clear();
         roomIds.set(name, roomId);
       }
-      const messages = queries.before(name, roomId, before ?? Number.MAX_SAFE_INTEGER, limit);
+      const messages = fitBudget(queries.before(name, roomId, before ?? Number.MAX_SAFE_INTEGER, limit));
       // Seqs are gapless from 1, so older messages exist exactly when the oldest returned is not 1.
       return { messages, hasMore: messages.length > 0 && messages[0]!.seq > 1 };
     },
@@ -366,9 +403,8 @@ export function createRoomService(deps: {
 
     /** Resolves once every queued send is committed and answered (for shutdown). */
     idle(): Promise<void> {
-      if (queue.length === 0 && !flushScheduled) return Promise.resolve();
-      flushing ??= new Promise<void>((resolve) => (settleFlush = resolve));
-      return flushing;
+      if (!flushScheduled) return Promise.resolve();
+      return new Promise<void>((resolve) => idleWaiters.push(resolve));
     },
 
     get liveRooms(): number {
