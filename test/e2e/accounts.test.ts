@@ -183,3 +183,19 @@ describe("login field bounds", () => {
     expect(await s.request({ type: "auth", token: "t".repeat(129) })).toMatchObject({ code: "bad_request", issues: [{ path: "token" }] });
   });
 });
+
+test("a login whose socket closed while hashing leaves no live session behind", async () => {
+  t = await startApp();
+  const { name } = await signedIn(t);
+  const s = await t.connect();
+  s.sendRaw({ type: "login", ref: 1, username: name, password: PW });
+  await s.close();
+  // The login finishes after the close: its session must be revoked at once.
+  const deadline = Date.now() + 5000;
+  const count = () =>
+    t.store.client.query<{ live: number; total: number }, []>(
+      "SELECT count(*) FILTER (WHERE revoked_at IS NULL) AS live, count(*) AS total FROM sessions",
+    ).get()!;
+  while (count().total < 2 && Date.now() < deadline) await Bun.sleep(5);
+  expect(count()).toEqual({ live: 1, total: 2 });
+});
