@@ -61,7 +61,14 @@ export function createServer(deps: ServerDeps) {
   let protocolJson: string | undefined;
   let server: Server<Conn> | null = null;
   let stopping = false;
-  const sweeper = setInterval(() => accounts.sweep(), 60_000);
+  const sweeper = setInterval(() => {
+    try {
+      const deleted = accounts.sweep();
+      if (deleted > 0) log.debug("sessions_swept", { deleted });
+    } catch (err) {
+      log.error("sweep_failed", { err });
+    }
+  }, 60_000);
   sweeper.unref();
 
   function fetch(req: Request, srv: Server<Conn>): Response | undefined {

@@ -132,6 +132,23 @@ describe("accounts service", () => {
   });
 });
 
+describe("session housekeeping", () => {
+  test("sweep deletes revoked and expired sessions, and keeps live ones", async () => {
+    const { accounts, clock, store } = setup(defaultConfig({ SESSION_IDLE_DAYS: 1 }));
+    const live = await accounts.signup("ada", "correct horse battery");
+    const revoked = await accounts.login("ada", "correct horse battery", "x");
+    accounts.logout(revoked.sessionId, revoked.user.id, false);
+    expect(accounts.sweep()).toBe(1);
+    clock.advance(86_400_000 - 1);
+    expect(accounts.auth(live.token).user.username).toBe("ada"); // pushes the expiry back
+    const idle = await accounts.login("ada", "correct horse battery", "x");
+    clock.advance(86_400_000);
+    expect(accounts.sweep()).toBe(2);
+    expect(store.client.query("SELECT count(*) AS n FROM sessions").get()).toEqual({ n: 0 });
+    expect(await code(() => accounts.auth(idle.token))).toBe("unauthorized");
+  });
+});
+
 describe("sign-in limits under parallel guesses", () => {
   test("guesses sent at once count while they are checked: only `limit` reach the hasher", async () => {
     const { accounts } = setup(defaultConfig({ SIGNIN_FAILS_PER_USER: 5 }));

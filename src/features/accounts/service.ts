@@ -66,6 +66,10 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
     .returning({ id: sessions.id })
     .prepare();
 
+  const deleteDeadSessions = store.client.prepare<never, [number]>(
+    "DELETE FROM sessions WHERE revoked_at IS NOT NULL OR expires_at <= ?",
+  );
+
   function openSession(userId: number): { token: string; sessionId: number } {
     const token = newToken();
     const now = clock.now();
@@ -165,10 +169,14 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
         .map((r) => r.id);
     },
 
-    /** Drops failure counters that left their window. */
-    sweep(): void {
+    /**
+     * Drops failure counters that left their window, and sessions that can never be used
+     * again (revoked or expired): `auth` refuses them either way. Returns the rows deleted.
+     */
+    sweep(): number {
       byUser.sweep();
       byAddress.sweep();
+      return deleteDeadSessions.run(clock.now()).changes;
     },
   };
 }
