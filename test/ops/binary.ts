@@ -3,6 +3,8 @@
  * folder, no node_modules, its own TMPDIR. `npm run build` runs once per test run, and
  * not at all when dist/switchboard is newer than every source file.
  */
+import { afterAll, afterEach, beforeAll } from "bun:test";
+import { TestSocket } from "../helpers.ts";
 import { copyFileSync, existsSync, linkSync, mkdirSync, mkdtempSync, readdirSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -172,4 +174,34 @@ export class Instance {
     if (this.exitCode === null) this.signal("SIGTERM");
     return this.exited;
   }
+}
+
+/**
+ * The hooks of a suite that runs the binary: built once before, every instance and
+ * socket it started stopped after each test, temporary folders removed at the end.
+ */
+export function binarySuite() {
+  const running: Instance[] = [];
+  const sockets: TestSocket[] = [];
+  beforeAll(() => {
+    ensureBinary();
+  });
+  afterEach(async () => {
+    for (const s of sockets.splice(0)) s.ws.close();
+    await Promise.all(running.splice(0).map((i) => i.stop()));
+  });
+  afterAll(cleanup);
+  return {
+    /** Starts the binary in `dir` (a fresh empty folder with it by default). */
+    async start(dir: string = emptyFolderWithBinary(), args: string[] = []): Promise<Instance> {
+      const inst = await Instance.start(dir, args);
+      running.push(inst);
+      return inst;
+    },
+    async connect(inst: Instance): Promise<TestSocket> {
+      const s = await TestSocket.open(inst.wsUrl);
+      sockets.push(s);
+      return s;
+    },
+  };
 }

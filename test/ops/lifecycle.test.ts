@@ -3,35 +3,14 @@
  * graceful stop (1001 to clients, queued sends answered, WAL truncated, exit 0 in 2 s).
  */
 import { Database } from "bun:sqlite";
-import { afterAll, afterEach, beforeAll, expect, test } from "bun:test";
+import { expect, test } from "bun:test";
 import { existsSync, readdirSync, statSync } from "node:fs";
 import { join } from "node:path";
-import { TestSocket, type Frame } from "../helpers.ts";
-import { binaryTmp, cleanup, emptyFolderWithBinary, ensureBinary, Instance, runOnce } from "./binary.ts";
+import type { Frame } from "../helpers.ts";
+import { binarySuite, binaryTmp, emptyFolderWithBinary, Instance, runOnce } from "./binary.ts";
 
 const PASSWORD = "correct horse battery staple";
-const running: Instance[] = [];
-const sockets: TestSocket[] = [];
-
-beforeAll(() => {
-  ensureBinary();
-});
-afterEach(async () => {
-  for (const s of sockets.splice(0)) s.ws.close();
-  await Promise.all(running.splice(0).map((i) => i.stop()));
-});
-afterAll(cleanup);
-
-async function start(dir: string, args: string[] = []): Promise<Instance> {
-  const inst = await Instance.start(dir, args);
-  running.push(inst);
-  return inst;
-}
-async function connect(inst: Instance): Promise<TestSocket> {
-  const s = await TestSocket.open(inst.wsUrl);
-  sockets.push(s);
-  return s;
-}
+const { start, connect } = binarySuite();
 const walBytes = (db: string) => (existsSync(`${db}-wal`) ? statSync(`${db}-wal`).size : 0);
 
 test("copied alone into an empty folder it creates ./data, migrates, serves, and keeps accounts across a restart", async () => {

@@ -2,32 +2,11 @@
  * What an operator reads: /metrics in Prometheus text format, JSON log lines that never
  * hold a password or a token, a configurable log level, and /protocol.json.
  */
-import { afterAll, afterEach, beforeAll, describe, expect, test } from "bun:test";
+import { beforeAll, describe, expect, test } from "bun:test";
 import { ErrorCode, requestTypes } from "../../src/protocol/index.ts";
-import { TestSocket } from "../helpers.ts";
-import { binaryTmp, cleanup, emptyFolderWithBinary, ensureBinary, Instance } from "./binary.ts";
+import { binarySuite, binaryTmp, emptyFolderWithBinary, Instance } from "./binary.ts";
 
-const running: Instance[] = [];
-const sockets: TestSocket[] = [];
-beforeAll(() => {
-  ensureBinary();
-});
-afterEach(async () => {
-  for (const s of sockets.splice(0)) s.ws.close();
-  await Promise.all(running.splice(0).map((i) => i.stop()));
-});
-afterAll(cleanup);
-
-async function start(args: string[] = []): Promise<Instance> {
-  const inst = await Instance.start(emptyFolderWithBinary(), args);
-  running.push(inst);
-  return inst;
-}
-async function connect(inst: Instance): Promise<TestSocket> {
-  const s = await TestSocket.open(inst.wsUrl);
-  sockets.push(s);
-  return s;
-}
+const { start, connect } = binarySuite();
 
 interface Family {
   type: string;
@@ -150,7 +129,7 @@ test("/metrics is valid exposition format and its series move with traffic", asy
 });
 
 test("logs are one JSON object per line and never hold a password or a token, even at debug level", async () => {
-  const inst = await start(["--log-level", "debug"]);
+  const inst = await start(undefined, ["--log-level", "debug"]);
   const password = "pw-Zebra-Quartz-91731";
   const wrong = "pw-Wrong-Mango-55102";
   const a = await connect(inst);
