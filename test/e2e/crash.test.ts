@@ -8,7 +8,7 @@ import { afterAll, expect, test } from "bun:test";
 import { mkdtempSync, rmSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { TestSocket, type Frame } from "../helpers.ts";
+import { TestSocket } from "../helpers.ts";
 
 const dir = mkdtempSync(join(tmpdir(), "switchboard-crash-"));
 const dbPath = join(dir, "crash.db");

@@ -3,7 +3,7 @@
  * bench/fuzz.ts, and the oracle that says what the protocol requires for each.
  */
 import fc from "fast-check";
-import { ErrorCode, Ref, requestTypes } from "../../src/protocol/index.ts";
+import { ErrorCode, requestTypes } from "../../src/protocol/index.ts";
 
 /** Built once: generating a megabyte per run would make the suite slow. */
 export const MEGABYTE = "m".repeat(1 << 20);

@@ -34,7 +34,7 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
   const idleMs = config.SESSION_IDLE_DAYS * DAY_MS;
   const byUser = new FailureLimiter(config.SIGNIN_FAILS_PER_USER, config.SIGNIN_USER_WINDOW_MS, clock);
   const byAddress = new FailureLimiter(config.SIGNIN_FAILS_PER_ADDRESS, config.SIGNIN_ADDRESS_WINDOW_MS, clock);
-  let dummyHash: Promise<string> | undefined = undefined;
+  let dummyHash: Promise<string> | undefined;
 
   const findUserByName = db
     .select()

@@ -41,7 +41,7 @@ interface PendingSend {
 /** Catch-up pages are read this many messages at a time. */
 const CATCHUP_PAGE = 256;
 
-export function messageEventJson(room: string, seq: number, user: string, body: string, at: string, nonce: string | null): string {
+function messageEventJson(room: string, seq: number, user: string, body: string, at: string, nonce: string | null): string {
   return JSON.stringify(
     nonce === null
       ? { type: "message", room, seq, user, body, at }
@@ -343,12 +343,8 @@ export function createRoomService(deps: {
     },
 
     leaveAll(ws: Socket): void {
-      for (const name of [...ws.data.rooms]) {
-        const room = live.get(name);
-        if (room) leaveRoom(ws, room);
-      }
-      ws.data.rooms.clear();
-      ws.data.catchups = null;
+      // A joined room stays loaded while it has members, so each name is live here.
+      for (const name of [...ws.data.rooms]) leaveRoom(ws, live.get(name)!);
     },
 
     /**
