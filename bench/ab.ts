@@ -2,7 +2,7 @@
  * A/B: the same scenario against two Switchboard checkouts in one run, pair by pair,
  * to measure a change before it lands (this file is a tool, not part of `npm run bench`).
  *
- *   bun bench/ab.ts <ping|history|fanout|chat> <dir-A> <dir-B> [--reps 5] [--seconds 2.5]
+ *   bun bench/ab.ts <ping|history|fanout|chat> <dir-A> <dir-B> [--reps 5] [--seconds 2.5] [--rate N]
  */
 import { measureRoom, measureRpc } from "./lib/measure.ts";
 import { startSwitchboard, tempDir, type ServerProc } from "./lib/proc.ts";
@@ -18,6 +18,10 @@ if (!what || !dirA || !dirB) {
 }
 const o = cliOptions(process.argv.slice(2));
 const opts = benchOptions(o);
+// --rate N: each sender sends N a second, open loop, and the figure to compare is the
+// server's CPU per message or delivery at the same load (less noisy than throughput).
+const rate = o.int("rate", 0);
+const open = rate > 0 ? { rate, window: 1000 } : {};
 const tmp = tempDir();
 const sync = process.env.DB_SYNC === "FULL" ? "FULL" : "NORMAL";
 const a = await startSwitchboard({ dbPath: `${tmp.path}/a.db`, sync, dir: dirA });
@@ -38,10 +42,10 @@ try {
           measureRpc({ url: s.url, server: s, transport: "ws", rpc: "history", connections: 8, workers: 2, room: "hist", historyMaxSeq: 2000, token: tokens[0]! }, opts);
       case "fanout":
         return () =>
-          measureRoom({ url: s.url, server: s, transport: "ws", tokens, room: "f", members: 301, senders: 1, window: 16, body: "x".repeat(40), workers: 2 }, opts);
+          measureRoom({ url: s.url, server: s, transport: "ws", tokens, room: "f", members: 301, senders: 1, window: 16, body: "x".repeat(40), workers: 2, ...open }, opts);
       default:
         return () =>
-          measureRoom({ url: s.url, server: s, transport: "ws", tokens, room: "c", members: 50, senders: 10, window: 8, body: "x".repeat(64), workers: 2 }, opts);
+          measureRoom({ url: s.url, server: s, transport: "ws", tokens, room: "c", members: 50, senders: 10, window: 8, body: "x".repeat(64), workers: 2, ...open }, opts);
     }
   }
   const runA = await prepare(a);

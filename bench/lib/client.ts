@@ -161,17 +161,33 @@ function armWs(conns: WsConn[]): void {
           if (!running) return;
           result.acks++;
           if (at !== undefined) lat.add(performance.now() - at);
-          sendOne();
+          if (!spec.rate) sendOne();
         } else if (t === E) {
           sentAt.shift();
           noteError(text ?? "error");
-          if (running) sendOne();
+          if (running && !spec.rate) sendOne();
         }
       };
       if (c.sender) {
-        conn.start = () => {
-          for (let k = 0; k < (spec.window ?? 1); k++) sendOne();
-        };
+        conn.start = spec.rate
+          ? () => {
+              // Open loop: `rate` sends a second in ticks of 10 ms, whatever the acks do,
+              // while fewer than `window` are outstanding (so a slow server is not buried).
+              const startedAt = performance.now();
+              let sent = 0;
+              const timer = setInterval(() => {
+                if (!running) return clearInterval(timer);
+                const due = Math.floor(((performance.now() - startedAt) * spec.rate!) / 1000);
+                while (sent < due && sentAt.length < (spec.window ?? 1)) {
+                  sendOne();
+                  sent++;
+                }
+                sent = due;
+              }, 10);
+            }
+          : () => {
+              for (let k = 0; k < (spec.window ?? 1); k++) sendOne();
+            };
       }
     } else if (spec.mode === "rpc") {
       let sentAt = 0;

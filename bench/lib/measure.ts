@@ -40,6 +40,8 @@ export interface RoomLoad {
   window: number;
   body: string;
   workers: number;
+  /** Sends per second per sender, open loop; unset, each sender refills its window from acks. */
+  rate?: number;
 }
 
 /**
@@ -63,6 +65,7 @@ export async function measureRoom(load: RoomLoad, opts: BenchOptions): Promise<F
     room: load.room,
     window: load.window,
     body: load.body,
+    ...(load.rate ? { rate: load.rate } : {}),
   }));
   const { results: rs, serverCpuMs } = await runLoad(specs, load.server);
   check(`room load on ${load.url}`, rs, opts);

@@ -241,6 +241,8 @@ export interface WorkerSpec {
   room?: string;
   window?: number;
   body?: string;
+  /** chat: sends per second per sender, open loop (at most `window` outstanding); unset: closed loop */
+  rate?: number;
   /** rpc: what each connection asks, one request outstanding at a time */
   rpc?: "ping" | "history" | "login";
   historyMaxSeq?: number;
