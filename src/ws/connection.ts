@@ -21,6 +21,8 @@ export interface Conn {
   pending: Array<{ request: Request; arrivedAt: number }> | null;
   busy: boolean;
   closed: boolean;
+  /** Outbound's bound: until this many bytes have been published, the send buffer cannot be past its limit. */
+  slackUntil: number;
 }
 
 export type Socket = ServerWebSocket<Conn>;
@@ -41,5 +43,6 @@ export function createConn(address: string, burst: number, now: number): Conn {
     pending: null,
     busy: false,
     closed: false,
+    slackUntil: 0,
   };
 }

@@ -45,6 +45,65 @@ export type Handlers = { [K in RequestType]: Handler<K> };
 /** Frames a connection may have waiting behind a sign-in. */
 const MAX_PENDING = 64;
 
+/** `{"type":"ok","ref":..., ...result}`, without copying `result` into a new object first (it is on every send). */
+function okFrame(ref: Ref | undefined, result: object): string {
+  const body = JSON.stringify(result);
+  const head = ref === undefined ? '{"type":"ok"' : `{"type":"ok","ref":${JSON.stringify(ref)}`;
+  return body === "{}" ? `${head}}` : `${head},${body.slice(1)}`;
+}
+
+interface Replies {
+  ok(ws: Socket, ref: Ref | undefined, result: object): void;
+  error(ws: Socket, ref: Ref | undefined, err: unknown, type: string): void;
+  log: Logger;
+}
+
+/** A request's context. A class, not closures: one is made for every frame. */
+class RequestCtx implements Ctx {
+  after: (() => void) | undefined = undefined;
+
+  constructor(
+    private readonly replies: Replies,
+    readonly ws: Socket,
+    readonly arrivedAt: number,
+    private readonly ref: Ref | undefined,
+    private readonly type: RequestType,
+  ) {}
+
+  afterReply(fn: () => void): void {
+    this.after = fn;
+  }
+
+  later<K extends RequestType>(): Later<K> {
+    return new LaterReply<K>(this.replies, this.ws, this.ref, this.type);
+  }
+}
+
+class LaterReply<K extends RequestType> implements Later<K> {
+  private answered = false;
+
+  constructor(
+    private readonly replies: Replies,
+    private readonly ws: Socket,
+    private readonly ref: Ref | undefined,
+    private readonly type: RequestType,
+  ) {}
+
+  ok(result: ResultOf<K>): void {
+    if (this.first()) this.replies.ok(this.ws, this.ref, result);
+  }
+
+  fail(error: unknown): void {
+    if (this.first()) this.replies.error(this.ws, this.ref, error, this.type);
+  }
+
+  private first(): boolean {
+    if (!this.answered) return (this.answered = true);
+    this.replies.log.error("answered_twice", { type: this.type, conn: this.ws.data.id });
+    return false;
+  }
+}
+
 /**
  * The one error boundary: frame checks, JSON, validation, the handler, one reply
  * echoing `ref`. A known ProtocolError becomes its reply; anything else is logged with
@@ -60,7 +119,7 @@ export function createDispatcher(deps: {
   const { handlers, outbound, metrics, log, invalidFrameLimit } = deps;
 
   function replyOk(ws: Socket, ref: Ref | undefined, result: object): void {
-    outbound.send(ws, JSON.stringify(ref === undefined ? { type: "ok", ...result } : { type: "ok", ref, ...result }));
+    outbound.send(ws, okFrame(ref, result));
   }
 
   function replyError(ws: Socket, ref: Ref | undefined, err: unknown, type: string): void {
@@ -78,25 +137,13 @@ export function createDispatcher(deps: {
     );
   }
 
+  const replies: Replies = { ok: replyOk, error: replyError, log };
+
   function run(ws: Socket, request: Request, arrivedAt: number): void {
     const conn = ws.data;
     const { ref, type } = request;
     metrics.request(type);
-    let after: (() => void) | undefined;
-    const ctx: Ctx = {
-      ws,
-      arrivedAt,
-      afterReply: (fn) => (after = fn),
-      later: () => {
-        let answered = false;
-        const once = (answer: () => void) => {
-          if (answered) return log.error("answered_twice", { type, conn: conn.id });
-          answered = true;
-          answer();
-        };
-        return { ok: (result) => once(() => replyOk(ws, ref, result)), fail: (e) => once(() => replyError(ws, ref, e, type)) };
-      },
-    };
+    const ctx = new RequestCtx(replies, ws, arrivedAt, ref, type);
     let out: object | Promise<object> | typeof LATER;
     try {
       out = (handlers[type] as Handler<typeof type>)(ctx, request as never);
@@ -107,7 +154,7 @@ export function createDispatcher(deps: {
     if (out === LATER) return;
     if (!(out instanceof Promise)) {
       replyOk(ws, ref, out);
-      after?.();
+      ctx.after?.();
       return;
     }
     // An async handler (a sign-in hashing a password) holds the connection's later

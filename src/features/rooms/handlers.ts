@@ -6,18 +6,18 @@ const DEFAULT_HISTORY_LIMIT = 50;
 
 export function createRoomHandlers(rooms: RoomService) {
   return {
-    join({ ws, afterReply }, req) {
-      requireUser(ws);
-      return rooms.join(ws, req.room, req.since, afterReply);
+    join(ctx, req) {
+      requireUser(ctx.ws);
+      return rooms.join(ctx.ws, req.room, req.since, (fn) => ctx.afterReply(fn));
     },
     leave({ ws }, req) {
       requireUser(ws);
       rooms.leave(ws, req.room);
       return {};
     },
-    send({ ws, arrivedAt, later }, req) {
-      requireUser(ws);
-      rooms.send(ws, req.room, req.body, req.nonce, arrivedAt, later<"send">());
+    send(ctx, req) {
+      requireUser(ctx.ws);
+      rooms.send(ctx.ws, req.room, req.body, req.nonce, ctx.arrivedAt, ctx.later<"send">());
       return LATER;
     },
     history({ ws }, req) {

@@ -156,6 +156,7 @@ export function createRoomService(deps: {
     // Replies grouped by socket, in order, to be written corked: one write per socket.
     const replies = new Map<Socket, PendingSend[]>();
     const now = performance.now();
+    outbound.beginPublishing();
     for (const item of batch) {
       const { room } = item;
       room.pendingWrites--;
@@ -168,7 +169,7 @@ export function createRoomService(deps: {
         metrics.messagesDeduplicated++;
       } else {
         metrics.messagesStored++;
-        server?.publish(room.topic, messageEventJson(room.name, item.seq, item.username, item.body, isoTime(item.at), item.nonce));
+        if (server) outbound.publish(server, room.topic, messageEventJson(room.name, item.seq, item.username, item.body, isoTime(item.at), item.nonce));
       }
       metrics.sendLatency(now - item.arrivedAt);
     }
