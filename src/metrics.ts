@@ -39,7 +39,7 @@ export class Metrics {
     }
   }
 
-  render(gauges: { rooms: number; dbBytes: number; roomsLoaded: number }): string {
+  render(gauges: { rooms: number; dbBytes: number; roomsLoaded: number; checkpoints: { checkpoints: number; frames: number } }): string {
     const out: string[] = [];
     const family = (name: string, type: string, help: string) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
@@ -72,6 +72,10 @@ export class Metrics {
     out.push(`switchboard_rooms_active ${gauges.roomsLoaded}`);
     family("switchboard_database_bytes", "gauge", "Size of the database (pages times page size).");
     out.push(`switchboard_database_bytes ${gauges.dbBytes}`);
+    family("switchboard_wal_checkpoints_total", "counter", "WAL checkpoints by the checkpointer thread that copied pages back.");
+    out.push(`switchboard_wal_checkpoints_total ${gauges.checkpoints.checkpoints}`);
+    family("switchboard_wal_checkpointed_frames_total", "counter", "WAL frames the checkpointer thread copied back into the database.");
+    out.push(`switchboard_wal_checkpointed_frames_total ${gauges.checkpoints.frames}`);
     return out.join("\n") + "\n";
   }
 }

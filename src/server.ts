@@ -1,6 +1,7 @@
 import type { Server } from "bun";
 import type { Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
+import { startCheckpointer, type Checkpointer } from "./db/checkpointer.ts";
 import type { Store } from "./db/open.ts";
 import { createAccountHandlers } from "./features/accounts/handlers.ts";
 import type { PasswordHasher } from "./features/accounts/password.ts";
@@ -60,6 +61,7 @@ export function createServer(deps: ServerDeps) {
   );
   let protocolJson: string | undefined;
   let server: Server<Conn> | null = null;
+  let checkpointer: Checkpointer | null = null;
   let stopping = false;
   const sweeper = setInterval(() => {
     try {
@@ -103,7 +105,12 @@ export function createServer(deps: ServerDeps) {
         }
       case "/metrics":
         return new Response(
-          metrics.render({ rooms: queries.countRooms(), roomsLoaded: rooms.liveRooms, dbBytes: sizeQuery.get()?.bytes ?? 0 }),
+          metrics.render({
+            rooms: queries.countRooms(),
+            roomsLoaded: rooms.liveRooms,
+            dbBytes: sizeQuery.get()?.bytes ?? 0,
+            checkpoints: checkpointer?.stats ?? { checkpoints: 0, frames: 0 },
+          }),
           { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } },
         );
       case "/protocol.json":
@@ -159,6 +166,7 @@ export function createServer(deps: ServerDeps) {
         ...(deps.routes ? { routes: deps.routes as never } : {}),
       });
       rooms.attach(server);
+      if (store.path !== ":memory:") checkpointer ??= startCheckpointer({ client: store.client, path: store.path, sync: store.sync, log });
       return server;
     },
     /**
@@ -171,6 +179,8 @@ export function createServer(deps: ServerDeps) {
       void server?.stop(false);
       await rooms.idle();
       for (const ws of sockets) outbound.close(ws, CloseCode.goingAway, "server shutting down");
+      await checkpointer?.stop();
+      checkpointer = null;
       await server?.stop(true);
     },
   };

@@ -12,11 +12,14 @@ export type DbSync = "NORMAL" | "FULL";
 export interface Store {
   db: Db;
   client: Database;
+  /** The file, or `:memory:` (which no other connection can open). */
+  path: string;
+  sync: DbSync;
   close(): void;
 }
 
-function wrap(client: Database): Store {
-  return { db: drizzle({ client, schema }), client, close: () => client.close() };
+function wrap(client: Database, path: string, sync: DbSync): Store {
+  return { db: drizzle({ client, schema }), client, path, sync, close: () => client.close() };
 }
 
 function applyPragmas(client: Database, sync: DbSync, file: boolean): void {
@@ -38,7 +41,7 @@ export function openStore(path: string, sync: DbSync = "NORMAL"): Store {
   const client = new Database(path, { create: true, strict: true });
   try {
     applyPragmas(client, sync, file);
-    const store = wrap(client);
+    const store = wrap(client, path, sync);
     migrate(store.db, client);
     return store;
   } catch (e) {
@@ -60,5 +63,5 @@ export function openStoreFromImage(image: Uint8Array): Store {
   const client = Database.deserialize(image, { strict: true });
   // foreign_keys is per connection and resets after deserialize.
   applyPragmas(client, "NORMAL", false);
-  return wrap(client);
+  return wrap(client, ":memory:", "NORMAL");
 }

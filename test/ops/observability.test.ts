@@ -122,6 +122,16 @@ test("/metrics is valid exposition format and its series move with traffic", asy
   expect(sum).toBeGreaterThan(0);
   expect(sum).toBeLessThan(3); // seconds, not milliseconds
 
+  // The checkpointer thread runs inside the binary: it folds these writes into the
+  // database within a few of its 200 ms intervals (no event to await from outside).
+  let folded = after;
+  for (const until = performance.now() + 3000; !(value(folded, "switchboard_wal_checkpoints_total")! > 0) && performance.now() < until; ) {
+    await Bun.sleep(50);
+    folded = await scrape(inst);
+  }
+  expect(value(folded, "switchboard_wal_checkpoints_total")).toBeGreaterThan(0);
+  expect(value(folded, "switchboard_wal_checkpointed_frames_total")).toBeGreaterThan(0);
+
   await s.close(1000);
   const closed = await scrape(inst);
   expect(value(closed, "switchboard_connections")).toBe(0);
