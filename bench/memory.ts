@@ -43,7 +43,8 @@ export function memoryScenario(params: { connections?: number } = {}): Scenario 
     name: "memory",
     description: `server RSS growth with ${n} signed-in idle connections`,
     async run(opts: BenchOptions): Promise<Row[]> {
-      const results = await pairwise(opts, "memory", {
+      // Every repetition starts fresh servers and warms them up itself (idleConnections).
+      const results = await pairwise({ ...opts, warmup: 0 }, "memory", {
         async switchboard() {
           const dir = tempDir();
           const sb = await startSwitchboard({ dbPath: `${dir.path}/switchboard.db`, sync: "NORMAL" });

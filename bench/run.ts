@@ -3,10 +3,11 @@
  * `npm run bench -- chat` runs one. A name that is not a scenario here runs
  * `bench/<name>.ts` (fuzz, churn, signin, startup...) when that file exists.
  *
- *   npm run bench [-- <scenario|script>...] [--reps 5] [--seconds 2.5]
+ *   npm run bench [-- <scenario|script>...] [--reps 5] [--seconds 2.5] [--warmup 1]
  *
  * Every server and load generator runs in its own process on 127.0.0.1; each scenario
- * repeats its measurement --reps times, both sides back to back in alternating order.
+ * runs every side --warmup times unrecorded (default 1: JIT compilation), then repeats
+ * its measurement --reps times, both sides back to back in alternating order.
  */
 import { existsSync } from "node:fs";
 import { join } from "node:path";
@@ -28,7 +29,7 @@ const names = argv.filter((a, i) => !a.startsWith("--") && !(argv[i - 1]?.starts
 
 if (argv.includes("--help") || argv.includes("-h")) {
   process.stdout.write(
-    `usage: npm run bench [-- <name>...] [--reps N] [--seconds S]\nscenarios: ${scenarios.map((s) => s.name).join(", ")}\n` +
+    `usage: npm run bench [-- <name>...] [--reps N] [--seconds S] [--warmup N]\nscenarios: ${scenarios.map((s) => s.name).join(", ")}\n` +
       `other names run bench/<name>.ts with the remaining arguments\n`,
   );
   process.exit(0);
@@ -50,7 +51,7 @@ if (first && !scenarios.some((s) => s.name === first)) {
 const chosen = names.length ? scenarios.filter((s) => names.includes(s.name)) : scenarios;
 const o = cliOptions(argv);
 const opts = benchOptions(o);
-opts.log(`Switchboard benchmarks on ${machine()}; ${o.reps} repetitions of ${o.seconds} s windows`);
+opts.log(`Switchboard benchmarks on ${machine()}; ${o.warmup} unrecorded warm-up and ${o.reps} recorded repetitions of ${o.seconds} s windows`);
 const started = performance.now();
 const rows: Row[] = [];
 for (const s of chosen) {

@@ -6,10 +6,11 @@ import { table } from "./table.ts";
 export interface CliOptions {
   reps: number;
   seconds: number;
+  warmup: number;
   int(name: string, fallback: number): number;
 }
 
-/** Reads `--name value` / `--name=value` flags; --reps (default 5) and --seconds (default 2.5). */
+/** Reads `--name value` / `--name=value` flags; --reps (default 5), --seconds (default 2.5), --warmup (default 1, 0 for none). */
 export function cliOptions(argv: readonly string[]): CliOptions {
   const values = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {
@@ -23,14 +24,21 @@ export function cliOptions(argv: readonly string[]): CliOptions {
     const v = values.get(name);
     if (v === undefined) return fallback;
     const n = Number(v);
-    if (!Number.isFinite(n) || n <= 0) throw new Error(`--${name}: expected a positive number, got ${JSON.stringify(v)}`);
+    if (!Number.isFinite(n) || n < 0 || (n === 0 && name !== "warmup")) {
+      throw new Error(`--${name}: expected a positive number, got ${JSON.stringify(v)}`);
+    }
     return n;
   };
-  return { reps: Math.round(num("reps", 5)), seconds: num("seconds", 2.5), int: (name, fb) => Math.round(num(name, fb)) };
+  return {
+    reps: Math.round(num("reps", 5)),
+    seconds: num("seconds", 2.5),
+    warmup: Math.round(num("warmup", 1)),
+    int: (name, fb) => Math.round(num(name, fb)),
+  };
 }
 
 export function benchOptions(o: CliOptions): BenchOptions {
-  return { reps: o.reps, durationMs: Math.round(o.seconds * 1000), log: (line) => process.stderr.write(line + "\n") };
+  return { reps: o.reps, warmup: o.warmup, durationMs: Math.round(o.seconds * 1000), log: (line) => process.stderr.write(line + "\n") };
 }
 
 export function machine(): string {

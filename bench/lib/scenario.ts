@@ -6,6 +6,12 @@ export type SideName = "switchboard" | "raw" | "socket.io";
 export interface BenchOptions {
   /** Repetitions; each runs every side once, back to back, in alternating order. */
   reps: number;
+  /**
+   * Unrecorded runs of every side before the repetitions: the first window pays for JIT
+   * compilation (a Switchboard server's JIT thread used 17 µs of CPU per message in its
+   * first fan-out window, 2-5 µs in later ones; a raw server has far less code to compile).
+   */
+  warmup: number;
   /** Length of one timed measurement window. */
   durationMs: number;
   log(line: string): void;
@@ -40,9 +46,9 @@ export interface Scenario {
 export type Figures = Record<string, number>;
 
 /**
- * Runs `reps` repetitions; in each, every side is measured back to back, in forward
- * order on even repetitions and reverse order on odd ones, so that neither side always
- * runs on a warmer (or more tired) machine.
+ * Runs `warmup` unrecorded rounds, then `reps` repetitions; in each, every side is
+ * measured back to back, in forward order on even repetitions and reverse order on odd
+ * ones, so that neither side always runs on a warmer (or more tired) machine.
  */
 export async function pairwise(
   opts: BenchOptions,
@@ -51,6 +57,10 @@ export async function pairwise(
 ): Promise<Record<SideName, Figures[]>> {
   const names = Object.keys(sides) as SideName[];
   const out: Record<SideName, Figures[]> = { switchboard: [], raw: [], "socket.io": [] };
+  for (let w = 0; w < opts.warmup; w++) {
+    for (const name of names) await sides[name]!();
+    opts.log(`  ${label} warm-up ${w + 1}/${opts.warmup} done (not recorded)`);
+  }
   for (let rep = 0; rep < opts.reps; rep++) {
     const order = rep % 2 === 0 ? names : [...names].reverse();
     const got: string[] = [];
