@@ -35,6 +35,8 @@ interface PendingSend {
   reply: Later<"send">;
   seq: number;
   at: number;
+  /** `at` as the protocol writes it, once per message. */
+  atIso: string;
   duplicate: boolean;
 }
 
@@ -105,6 +107,8 @@ export function createRoomService(deps: {
 
   function writeBatch(batch: PendingSend[]): void {
     const touched = new Set<LiveRoom>();
+    // One commit, one timestamp: the messages are stored together.
+    const at = clock.now();
     for (const item of batch) {
       const { room } = item;
       item.duplicate = false;
@@ -120,7 +124,7 @@ export function createRoomService(deps: {
       }
       touched.add(room);
       item.seq = ++room.latestSeq;
-      item.at = clock.now();
+      item.at = at;
       queries.insertMessage(room.id, item.seq, item.userId, item.body, item.nonce, item.at);
     }
     for (const room of touched) queries.setLatest(room.id, room.latestSeq);
@@ -158,6 +162,7 @@ export function createRoomService(deps: {
     const now = performance.now();
     outbound.beginPublishing();
     for (const item of batch) {
+      if (!failed.has(item)) item.atIso = isoTime(item.at);
       const { room } = item;
       room.pendingWrites--;
       touched.add(room);
@@ -169,7 +174,7 @@ export function createRoomService(deps: {
         metrics.messagesDeduplicated++;
       } else {
         metrics.messagesStored++;
-        if (server) outbound.publish(server, room.topic, messageEventJson(room.name, item.seq, item.username, item.body, isoTime(item.at), item.nonce));
+        if (server) outbound.publish(server, room.topic, messageEventJson(room.name, item.seq, item.username, item.body, item.atIso, item.nonce));
       }
       metrics.sendLatency(now - item.arrivedAt);
     }
@@ -177,7 +182,7 @@ export function createRoomService(deps: {
       const answer = () => {
         for (const item of items) {
           if (failed.has(item)) item.reply.fail(new Error("message could not be stored"));
-          else item.reply.ok({ seq: item.seq, at: isoTime(item.at) });
+          else item.reply.ok({ seq: item.seq, at: item.atIso });
         }
       };
       try {
@@ -369,6 +374,7 @@ export function createRoomService(deps: {
         reply,
         seq: 0,
         at: 0,
+        atIso: "",
         duplicate: false,
       });
       if (!flushScheduled) {
