@@ -1,6 +1,19 @@
-import type { Database } from "bun:sqlite";
+import type { Database, Statement } from "bun:sqlite";
 import { isoTime } from "../../iso-time.ts";
 import type { StoredMessage } from "../../protocol/index.ts";
+
+/** A message row to insert. */
+export interface MessageInsert {
+  roomId: number;
+  seq: number;
+  userId: number;
+  body: string;
+  nonce: string | null;
+  at: number;
+}
+type MessageInsertParam = string | number | null;
+/** Rows per INSERT statement: 6 parameters each, far below SQLite's limit of 32,766; 64 statements cached at most. */
+const INSERT_CHUNK = 64;
 
 interface MessageRowOut {
   seq: number;
@@ -24,9 +37,18 @@ export function createRoomQueries(client: Database) {
     "INSERT INTO rooms (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET name = name RETURNING id, latest_seq AS latestSeq",
   );
   const setLatest = client.prepare<never, [number, number]>("UPDATE rooms SET latest_seq = ? WHERE id = ?");
-  const insertMessage = client.prepare<never, [number, number, number, string, string | null, number]>(
-    "INSERT INTO messages (room_id, seq, user_id, body, nonce, created_at) VALUES (?, ?, ?, ?, ?, ?)",
-  );
+  // A group commit inserts its rows with one statement per INSERT_CHUNK rows: in
+  // process, one statement of 16 rows took about a sixth less SQLite time than 16 of one.
+  const inserts = new Map<number, Statement<never, MessageInsertParam[]>>();
+  const insertFor = (rows: number) => {
+    let statement = inserts.get(rows);
+    if (!statement) {
+      const values = Array.from({ length: rows }, () => "(?, ?, ?, ?, ?, ?)").join(", ");
+      statement = client.prepare(`INSERT INTO messages (room_id, seq, user_id, body, nonce, created_at) VALUES ${values}`);
+      inserts.set(rows, statement);
+    }
+    return statement;
+  };
   const byNonce = client.prepare<{ seq: number; at: number }, [number, number, string]>(
     "SELECT seq, created_at AS at FROM messages WHERE room_id = ? AND user_id = ? AND nonce = ?",
   );
@@ -53,8 +75,18 @@ export function createRoomQueries(client: Database) {
     /** The room, created if it does not exist (a read first: loading an existing room writes nothing). */
     ensureRoom: (name: string, now: number) => roomByName.get(name) ?? insertRoom.get(name, now)!,
     setLatest: (roomId: number, seq: number) => setLatest.run(seq, roomId),
-    insertMessage: (roomId: number, seq: number, userId: number, body: string, nonce: string | null, at: number) =>
-      insertMessage.run(roomId, seq, userId, body, nonce, at),
+    /** Inserts `rows`, in as few statements as INSERT_CHUNK allows. */
+    insertMessages(rows: readonly MessageInsert[]): void {
+      for (let start = 0; start < rows.length; start += INSERT_CHUNK) {
+        const end = Math.min(rows.length, start + INSERT_CHUNK);
+        const params: MessageInsertParam[] = [];
+        for (let i = start; i < end; i++) {
+          const r = rows[i]!;
+          params.push(r.roomId, r.seq, r.userId, r.body, r.nonce, r.at);
+        }
+        insertFor(end - start).run(...params);
+      }
+    },
     findByNonce: (roomId: number, userId: number, nonce: string) => byNonce.get(roomId, userId, nonce),
     /** Messages with afterSeq < seq <= uptoSeq, ascending, at most `limit`. */
     range: (room: string, roomId: number, afterSeq: number, uptoSeq: number, limit: number) =>

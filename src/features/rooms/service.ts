@@ -9,7 +9,7 @@ import { CloseCode, ProtocolError, type ResultOf, type StoredMessage } from "../
 import type { Socket } from "../../ws/connection.ts";
 import type { Later } from "../../ws/dispatcher.ts";
 import type { Outbound } from "../../ws/outbound.ts";
-import type { RoomQueries } from "./queries.ts";
+import type { MessageInsert, RoomQueries } from "./queries.ts";
 
 /** A room with members connected (or sends in flight): its latest seq lives here while loaded. */
 interface LiveRoom {
@@ -107,26 +107,31 @@ export function createRoomService(deps: {
 
   function writeBatch(batch: PendingSend[]): void {
     const touched = new Set<LiveRoom>();
+    const rows: MessageInsert[] = [];
+    // Nonces stored by this batch: its rows are inserted at the end, so the table cannot tell yet.
+    let fresh: Map<string, PendingSend> | null = null;
     // One commit, one timestamp: the messages are stored together.
     const at = clock.now();
     for (const item of batch) {
       const { room } = item;
       item.duplicate = false;
       if (item.nonce !== null) {
-        // Sees rows written earlier in this same transaction too.
-        const prior = queries.findByNonce(room.id, item.userId, item.nonce);
+        const key = `${room.id}:${item.userId}:${item.nonce}`;
+        const prior = fresh?.get(key) ?? queries.findByNonce(room.id, item.userId, item.nonce);
         if (prior) {
           item.seq = prior.seq;
           item.at = prior.at;
           item.duplicate = true;
           continue;
         }
+        (fresh ??= new Map()).set(key, item);
       }
       touched.add(room);
       item.seq = ++room.latestSeq;
       item.at = at;
-      queries.insertMessage(room.id, item.seq, item.userId, item.body, item.nonce, item.at);
+      rows.push({ roomId: room.id, seq: item.seq, userId: item.userId, body: item.body, nonce: item.nonce, at });
     }
+    queries.insertMessages(rows);
     for (const room of touched) queries.setLatest(room.id, room.latestSeq);
   }
   const writeBatchTx = client.transaction(writeBatch);
