@@ -27,6 +27,39 @@ export class TestClock implements Clock {
   }
 }
 
+/**
+ * An argon2 stand-in for `createArgon2Hasher({ argon2 })`: each hash or verify waits
+ * until the test calls `finishNext` (oldest first); `started` lists those that ran, and
+ * `started.length` waits are awaited with `untilStarted(n)`. Every verify succeeds.
+ */
+export function manualArgon2() {
+  const started: string[] = [];
+  const finish: Array<() => void> = [];
+  let onStart: (() => void) | null = null;
+  const run = <T>(label: string, value: T) =>
+    new Promise<T>((resolve) => {
+      started.push(label);
+      finish.push(() => resolve(value));
+      onStart?.();
+    });
+  return {
+    started,
+    finishNext(): void {
+      const next = finish.shift();
+      if (!next) throw new Error("no hash is running");
+      next();
+    },
+    async untilStarted(n: number): Promise<void> {
+      while (started.length < n) await new Promise<void>((resolve) => (onStart = resolve));
+      onStart = null;
+    },
+    argon2: {
+      hash: (password: string) => run(`hash ${password}`, `digest of ${password}`),
+      verify: (_digest: string, password: string) => run(`verify ${password}`, true),
+    },
+  };
+}
+
 export interface TestApp {
   url: string;
   wsUrl: string;

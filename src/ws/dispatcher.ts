@@ -130,6 +130,7 @@ export function createDispatcher(deps: {
       log.error("request_failed", { type, conn: ws.data.id, err });
       error = new ProtocolError("internal", "internal error");
     }
+    if (ws.data.closed) return; // nobody to answer, and no reply to count
     metrics.error(error.code);
     outbound.send(
       ws,

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { signedIn, startApp, uname, type TestApp } from "../helpers.ts";
+import { createArgon2Hasher } from "../../src/features/accounts/password.ts";
+import { manualArgon2, signedIn, startApp, uname, type TestApp } from "../helpers.ts";
 
 let t: TestApp;
 afterEach(() => t?.stop());
@@ -198,4 +199,32 @@ test("a login whose socket closed while hashing leaves no live session behind", 
     ).get()!;
   while (count().total < 2 && Date.now() < deadline) await Bun.sleep(5);
   expect(count()).toEqual({ live: 1, total: 2 });
+});
+
+test("a login still queued for the hasher when its socket closes is never hashed", async () => {
+  const m = manualArgon2();
+  t = await startApp({ hasher: createArgon2Hasher({ concurrency: 1, queue: 10, argon2: m.argon2 }) });
+  await m.untilStarted(1);
+  m.finishNext(); // the dummy hash for unknown names
+  const ada = await t.connect();
+  const signup = ada.request({ type: "signup", username: "ada_q", password: PW });
+  await m.untilStarted(2);
+  m.finishNext();
+  expect(await signup).toMatchObject({ type: "ok" });
+
+  const [a, b, c] = [await t.connect(), await t.connect(), await t.connect()];
+  const first = a.request({ type: "login", username: "ada_q", password: PW });
+  await m.untilStarted(3); // a's verify holds the only slot
+  b.sendRaw({ type: "login", ref: "b", username: "ada_q", password: "correct horse battery b" });
+  expect(await b.request({ type: "ping" })).toMatchObject({ type: "ok" }); // b's login is queued
+  await b.close();
+  const last = c.request({ type: "login", username: "ada_q", password: "correct horse battery c" });
+  expect(await c.request({ type: "ping" })).toMatchObject({ type: "ok" });
+  m.finishNext();
+  expect(await first).toMatchObject({ type: "ok" });
+  await m.untilStarted(4);
+  m.finishNext();
+  expect(await last).toMatchObject({ type: "ok" });
+  // After the dummy hash: the signup, a's login and c's; b's was dropped.
+  expect(m.started.slice(1)).toEqual([`hash ${PW}`, `verify ${PW}`, "verify correct horse battery c"]);
 });

@@ -1,10 +1,10 @@
 import { describe, expect, test } from "bun:test";
 import { createHash } from "node:crypto";
 import { defaultConfig } from "../../src/config.ts";
-import { createArgon2Hasher } from "../../src/features/accounts/password.ts";
+import { createArgon2Hasher, HashSkipped } from "../../src/features/accounts/password.ts";
 import { createAccountService } from "../../src/features/accounts/service.ts";
 import { ProtocolError } from "../../src/protocol/index.ts";
-import { freshStore, TestClock } from "../helpers.ts";
+import { freshStore, manualArgon2, TestClock } from "../helpers.ts";
 
 const hasher = createArgon2Hasher({ concurrency: 4, queue: 100 });
 
@@ -192,5 +192,56 @@ describe("argon2 hasher", () => {
     expect(err.code).toBe("rate_limited");
     // The slots are released: it works again.
     expect(await small.verify(await small.hash("again-and-again"), "again-and-again")).toBe(true);
+  });
+});
+
+describe("hashes for clients that have gone", () => {
+  test("a queued job whose client has gone is dropped when its turn comes; the next one runs", async () => {
+    const m = manualArgon2();
+    const hasher = createArgon2Hasher({ concurrency: 1, queue: 10, argon2: m.argon2 });
+    let bGone = false;
+    const a = hasher.hash("a", () => true);
+    const b = hasher.verify("digest", "b", () => !bGone);
+    const c = hasher.hash("c", () => true);
+    expect(m.started).toEqual(["hash a"]);
+    bGone = true; // b's client leaves while b waits
+    m.finishNext();
+    expect(await a).toBe("digest of a");
+    await expect(b).rejects.toBeInstanceOf(HashSkipped);
+    await Bun.sleep(0);
+    expect(m.started).toEqual(["hash a", "hash c"]); // b never ran
+    m.finishNext();
+    expect(await c).toBe("digest of c");
+    // The slot is free again; a job nobody asked to check always runs.
+    const d = hasher.verify("digest", "d");
+    m.finishNext();
+    expect(await d).toBe(true);
+    expect(m.started).toEqual(["hash a", "hash c", "verify d"]);
+  });
+
+  test("a login dropped that way is no failed guess, and releases its reservation", async () => {
+    const m = manualArgon2();
+    const store = freshStore();
+    const config = defaultConfig({ SIGNIN_FAILS_PER_USER: 1 });
+    const accounts = createAccountService({ store, hasher: createArgon2Hasher({ concurrency: 1, queue: 10, argon2: m.argon2 }), clock: new TestClock(), config });
+    const settle = () => Bun.sleep(0);
+    m.finishNext(); // the dummy hash the service makes at start
+    await settle();
+    const signup = accounts.signup("ada", "correct horse battery");
+    m.finishNext();
+    await signup;
+    await settle();
+    const first = accounts.login("ada", "correct horse battery", "x", () => true);
+    const gone = accounts.login("ada", "correct horse battery", "x", () => false);
+    expect(m.started).toHaveLength(3); // dummy, signup, first: `gone` waits for the slot
+    m.finishNext();
+    expect(await code(first)).toBe("ok");
+    expect(await code(gone)).toBe("rate_limited");
+    expect(m.started).toHaveLength(3); // `gone` was dropped, not hashed
+    // With a limit of one failure, a counted failure or a leaked reservation would refuse this.
+    const again = accounts.login("ada", "correct horse battery", "x", () => true);
+    await settle();
+    m.finishNext();
+    expect(await code(again)).toBe("ok");
   });
 });

@@ -50,12 +50,12 @@ export function createAccountHandlers(deps: {
 
   const handlers = {
     async signup({ ws }, req) {
-      const s = await accounts.signup(req.username, req.password);
+      const s = await accounts.signup(req.username, req.password, () => !ws.data.closed);
       signIn(ws, s);
       return { user: s.user, token: s.token };
     },
     async login({ ws }, req) {
-      const s = await accounts.login(req.username, req.password, ws.data.address);
+      const s = await accounts.login(req.username, req.password, ws.data.address, () => !ws.data.closed);
       signIn(ws, s);
       return { user: s.user, token: s.token };
     },

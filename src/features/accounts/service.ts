@@ -5,7 +5,7 @@ import type { Store } from "../../db/open.ts";
 import { sessions, users, type UserRow } from "../../db/schema.ts";
 import { ProtocolError, type User } from "../../protocol/index.ts";
 import { FailureLimiter } from "./failure-limiter.ts";
-import type { PasswordHasher } from "./password.ts";
+import type { PasswordHasher, StillWanted } from "./password.ts";
 import { hashToken, newToken } from "./tokens.ts";
 
 export interface SignedIn {
@@ -105,9 +105,9 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
   dummy().catch(() => {});
 
   return {
-    async signup(username: string, password: string): Promise<SignedIn & { token: string }> {
+    async signup(username: string, password: string, stillWanted?: StillWanted): Promise<SignedIn & { token: string }> {
       if (findUserByName.get({ username })) throw new ProtocolError("username_taken", "that username is taken");
-      const passwordHash = await hasher.hash(password);
+      const passwordHash = await hasher.hash(password, stillWanted);
       let row: UserRow;
       try {
         row = db.insert(users).values({ username, passwordHash, createdAt: clock.now() }).returning().get();
@@ -120,7 +120,8 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
       return { user: toUser(row), token, sessionId };
     },
 
-    async login(username: string, password: string, address: string): Promise<SignedIn & { token: string }> {
+    /** `stillWanted`: false once the client has gone, so that a queued verify is dropped. */
+    async login(username: string, password: string, address: string, stillWanted?: StillWanted): Promise<SignedIn & { token: string }> {
       const userKey = username.toLowerCase();
       beginAttempt(userKey, address);
       let verdict: "right" | "wrong" | "not checked" = "not checked";
@@ -128,10 +129,12 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
       try {
         row = findUserByName.get({ username });
         // An unknown name costs one verify too, so that timing does not tell names apart.
-        const ok = row ? await hasher.verify(row.passwordHash, password) : (await hasher.verify(await dummy(), password), false);
+        const ok = row
+          ? await hasher.verify(row.passwordHash, password, stillWanted)
+          : (await hasher.verify(await dummy(), password, stillWanted), false);
         verdict = ok ? "right" : "wrong";
       } finally {
-        // A hash that could not run (the hasher is busy: rate_limited) is no failed guess.
+        // A hash that did not run (the hasher was busy, or the client left) is no failed guess.
         endAttempt(userKey, address, verdict === "wrong");
       }
       if (!row || verdict !== "right") throw new ProtocolError("invalid_credentials", "wrong username or password");
