@@ -17,8 +17,8 @@ function post(msg: FromCheckpointer): void {
 
 function checkpoint(): void {
   try {
-    const r = db!.query<{ busy: number; log: number; checkpointed: number }, []>("PRAGMA wal_checkpoint(PASSIVE)").get()!;
-    if (r.checkpointed > 0) post({ type: "checkpointed", frames: r.checkpointed, walFrames: r.log });
+    const r = db!.query<{ checkpointed: number }, []>("PRAGMA wal_checkpoint(PASSIVE)").get()!;
+    if (r.checkpointed > 0) post({ type: "checkpointed", frames: r.checkpointed });
   } catch (err) {
     // SQLITE_BUSY from another checkpoint (a `backup` in another process, say): next time.
     post({ type: "error", message: err instanceof Error ? err.message : String(err), fatal: false });

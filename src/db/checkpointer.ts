@@ -10,7 +10,7 @@ const STOP_WAIT_MS = 500;
 export type ToCheckpointer = { type: "start"; path: string; sync: DbSync; intervalMs: number } | { type: "stop" };
 export type FromCheckpointer =
   | { type: "started" }
-  | { type: "checkpointed"; frames: number; walFrames: number }
+  | { type: "checkpointed"; frames: number }
   | { type: "error"; message: string; fatal: boolean }
   | { type: "stopped" };
 
@@ -38,7 +38,7 @@ function workerUrl(): string {
  * commit that takes the WAL past 1000 pages: it copies the pages back and, in WAL mode
  * with synchronous NORMAL or FULL, fsyncs twice, and bun:sqlite waits for all of it on
  * the thread that serves the sockets. With fan-out traffic that was one commit in a
- * hundred, taking up to 9 ms, and more than half of all the time spent committing.
+ * hundred, taking up to 20-27 ms, and more than half of all the time spent committing.
  *
  * Here the server's connection stops checkpointing (`wal_autocheckpoint = 0`) and a
  * worker thread with its own connection runs a PASSIVE checkpoint every `intervalMs`.

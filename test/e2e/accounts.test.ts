@@ -227,4 +227,6 @@ test("a login still queued for the hasher when its socket closes is never hashed
   expect(await last).toMatchObject({ type: "ok" });
   // After the dummy hash: the signup, a's login and c's; b's was dropped.
   expect(m.started.slice(1)).toEqual([`hash ${PW}`, `verify ${PW}`, "verify correct horse battery c"]);
+  // b's refusal had no socket to go to: it is not counted as an error reply.
+  expect(t.app.metrics.errors.get("rate_limited")).toBe(0);
 });
