@@ -49,7 +49,6 @@ export function createServer(deps: ServerDeps) {
   const metrics = new Metrics();
   const outbound = new Outbound(config.SEND_BUFFER_BYTES);
   const sessions = new SessionIndex();
-  const sockets = new Set<Socket>();
   const accounts = createAccountService({ store, hasher, clock, config });
   const queries = createRoomQueries(store.client);
   const rooms = createRoomService({ client: store.client, queries, clock, config, outbound, metrics, log });
@@ -131,7 +130,7 @@ export function createServer(deps: ServerDeps) {
     sendPings: true,
     perMessageDeflate: false,
     open(ws: Socket) {
-      sockets.add(ws);
+      outbound.opened(ws);
       metrics.connectionsOpened++;
       log.debug("connection_open", { conn: ws.data.id, address: ws.data.address });
     },
@@ -143,7 +142,7 @@ export function createServer(deps: ServerDeps) {
     },
     close(ws: Socket, code: number) {
       ws.data.closed = true;
-      sockets.delete(ws);
+      outbound.closed(ws);
       account.signOut(ws);
       metrics.closed(code);
       log.debug("connection_closed", { conn: ws.data.id, code });
@@ -178,7 +177,7 @@ export function createServer(deps: ServerDeps) {
       clearInterval(sweeper);
       void server?.stop(false);
       await rooms.idle();
-      for (const ws of sockets) outbound.close(ws, CloseCode.goingAway, "server shutting down");
+      for (const ws of outbound.sockets()) outbound.close(ws, CloseCode.goingAway, "server shutting down");
       await checkpointer?.stop();
       checkpointer = null;
       await server?.stop(true);

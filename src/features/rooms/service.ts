@@ -19,6 +19,8 @@ interface LiveRoom {
   /** The latest committed seq; inside a write transaction, the latest assigned. */
   latestSeq: number;
   readonly conns: Set<Socket>;
+  /** The members still being sent missed messages (not yet subscribed). */
+  readonly catchingUp: Set<Socket>;
   /** username -> connections of that user in the room. */
   readonly users: Map<string, number>;
   pendingWrites: number;
@@ -90,7 +92,7 @@ export function createRoomService(deps: {
     let room = live.get(name);
     if (!room) {
       const row = queries.ensureRoom(name, clock.now());
-      room = { id: row.id, name, topic: `room:${name}`, latestSeq: row.latestSeq, conns: new Set(), users: new Map(), pendingWrites: 0 };
+      room = { id: row.id, name, topic: `room:${name}`, latestSeq: row.latestSeq, conns: new Set(), catchingUp: new Set(), users: new Map(), pendingWrites: 0 };
       live.set(name, room);
     }
     return room;
@@ -198,11 +200,10 @@ export function createRoomService(deps: {
         log.error("send_reply_failed", { conn: ws.data.id, err });
       }
     }
+    outbound.afterPublish();
     for (const room of touched) {
-      for (const ws of room.conns) {
-        outbound.check(ws);
-        if (ws.data.catchups?.has(room.name)) pump(ws);
-      }
+      // Members still catching up read on to the new latest seq (or pause until drain).
+      if (room.catchingUp.size > 0) for (const ws of [...room.catchingUp]) pump(ws);
       unloadIfIdle(room);
     }
     // Nothing can queue a send while this runs: the queue is empty here.
@@ -241,6 +242,7 @@ export function createRoomService(deps: {
           // Same synchronous block as the last read: no commit can fall in between.
           ws.subscribe(room.topic);
           catchups.delete(name);
+          room.catchingUp.delete(ws);
           break;
         }
         const page = queries.range(name, room.id, cursor, room.latestSeq, CATCHUP_PAGE);
@@ -288,6 +290,7 @@ export function createRoomService(deps: {
     const username = ws.data.user!.username;
     ws.data.rooms.delete(room.name);
     ws.data.catchups?.delete(room.name);
+    room.catchingUp.delete(ws);
     room.conns.delete(ws);
     if (!ws.data.closed) ws.unsubscribe(room.topic);
     const left = (room.users.get(username) ?? 1) - 1;
@@ -344,6 +347,7 @@ export function createRoomService(deps: {
         return result;
       }
       (conn.catchups ??= new Map()).set(name, since);
+      room.catchingUp.add(ws);
       afterReply(() => pump(ws));
       return result;
     },
