@@ -40,6 +40,7 @@ export function chatScenario(params: { senders?: number; window?: number } = {})
             row(name, "p50 send→ok ms", results, "p50"),
             row(name, "p99 send→ok ms", results, "p99"),
             row(name, "server CPU µs/msg", results, "cpu us/msg"),
+            row(name, "server CPU busy %", results, "busy %"),
           );
         } finally {
           await Promise.all([sb.stop(), raw.stop()]);

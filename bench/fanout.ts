@@ -38,6 +38,7 @@ export function fanoutScenario(params: { receivers?: number; window?: number } =
           row("fanout", "msgs/s", results, "msgs/s"),
           row("fanout", "p50 send→ok ms", results, "p50"),
           row("fanout", "server CPU µs/delivery", results, "cpu us/delivery"),
+          row("fanout", "server CPU busy %", results, "busy %"),
         ];
       } finally {
         await Promise.all([sb.stop(), raw.stop(), sio.stop()]);

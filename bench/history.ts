@@ -38,6 +38,7 @@ export function historyScenario(params: { connections?: number } = {}): Scenario
           row("history", "50-row reads/s", results, "req/s", { of: "ratio", op: ">=", value: 0.8 }),
           row("history", "p50 ms", results, "p50"),
           row("history", "server CPU µs/read", results, "cpu us/req"),
+          row("history", "server CPU busy %", results, "busy %"),
         ];
       } finally {
         await Promise.all([sb.stop(), raw?.stop()]);

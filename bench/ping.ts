@@ -32,6 +32,7 @@ export function pingScenario(params: { connections?: number } = {}): Scenario {
           row("ping", "p50 ms", results, "p50"),
           row("ping", "p99 ms", results, "p99"),
           row("ping", "server CPU µs/req", results, "cpu us/req"),
+          row("ping", "server CPU busy %", results, "busy %"),
         ];
       } finally {
         await Promise.all([sb.stop(), raw.stop(), sio.stop()]);

@@ -3,7 +3,7 @@
  * `npm run bench -- chat` runs one. A name that is not a scenario here runs
  * `bench/<name>.ts` (fuzz, churn, signin, startup...) when that file exists.
  *
- *   npm run bench [-- <scenario|script>...] [--reps 5] [--seconds 2.5] [--warmup 1]
+ *   npm run bench [-- <scenario|script>...] [--reps 5] [--seconds 2.5] [--warmup 1] [--no-pin]
  *
  * Every server and load generator runs in its own process on 127.0.0.1; each scenario
  * runs every side --warmup times unrecorded (default 1: JIT compilation), then repeats
@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { scenario as chat } from "./chat.ts";
 import { scenario as fanout } from "./fanout.ts";
 import { scenario as history } from "./history.ts";
-import { benchOptions, cliOptions, machine } from "./lib/cli.ts";
+import { benchOptions, cliOptions, machine, SWITCHES } from "./lib/cli.ts";
 import { BUN, ROOT } from "./lib/proc.ts";
 import { passes, type Row, type Scenario } from "./lib/scenario.ts";
 import { table } from "./lib/table.ts";
@@ -25,11 +25,12 @@ import { scenario as ping } from "./ping.ts";
 const scenarios: Scenario[] = [chat, ping, fanout, history, login, memory];
 
 const argv = process.argv.slice(2);
-const names = argv.filter((a, i) => !a.startsWith("--") && !(argv[i - 1]?.startsWith("--") && !argv[i - 1]!.includes("=")));
+const takesValue = (flag: string | undefined) => flag !== undefined && flag.startsWith("--") && !flag.includes("=") && !SWITCHES.includes(flag);
+const names = argv.filter((a, i) => !a.startsWith("--") && !takesValue(argv[i - 1]));
 
 if (argv.includes("--help") || argv.includes("-h")) {
   process.stdout.write(
-    `usage: npm run bench [-- <name>...] [--reps N] [--seconds S] [--warmup N]\nscenarios: ${scenarios.map((s) => s.name).join(", ")}\n` +
+    `usage: npm run bench [-- <name>...] [--reps N] [--seconds S] [--warmup N] [--no-pin]\nscenarios: ${scenarios.map((s) => s.name).join(", ")}\n` +
       `other names run bench/<name>.ts with the remaining arguments\n`,
   );
   process.exit(0);

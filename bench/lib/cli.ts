@@ -1,21 +1,30 @@
 /** Command-line options shared by the bench scripts, and running one scenario alone. */
 import { cpus, totalmem } from "node:os";
+import { placement, setPinning } from "./proc.ts";
 import type { BenchOptions, Row, Scenario } from "./scenario.ts";
 import { table } from "./table.ts";
 
 export interface CliOptions {
   reps: number;
+  /** Servers on the first CPU, load generators on the others (`--no-pin`: off). */
+  pin: boolean;
   seconds: number;
   warmup: number;
   int(name: string, fallback: number): number;
 }
 
-/** Reads `--name value` / `--name=value` flags; --reps (default 5), --seconds (default 2.5), --warmup (default 1, 0 for none). */
+/** Flags that take no value. */
+export const SWITCHES = ["--no-pin"];
+
+/**
+ * Reads `--name value` / `--name=value` flags; --reps (default 5), --seconds (default
+ * 2.5), --warmup (default 1, 0 for none), and the switch --no-pin.
+ */
 export function cliOptions(argv: readonly string[]): CliOptions {
   const values = new Map<string, string>();
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
-    if (!a.startsWith("--")) continue;
+    if (!a.startsWith("--") || SWITCHES.includes(a)) continue;
     const eq = a.indexOf("=");
     if (eq > 0) values.set(a.slice(2, eq), a.slice(eq + 1));
     else values.set(a.slice(2), argv[++i] ?? "");
@@ -31,6 +40,7 @@ export function cliOptions(argv: readonly string[]): CliOptions {
   };
   return {
     reps: Math.round(num("reps", 5)),
+    pin: !argv.includes("--no-pin"),
     seconds: num("seconds", 2.5),
     warmup: Math.round(num("warmup", 1)),
     int: (name, fb) => Math.round(num(name, fb)),
@@ -38,11 +48,12 @@ export function cliOptions(argv: readonly string[]): CliOptions {
 }
 
 export function benchOptions(o: CliOptions): BenchOptions {
+  setPinning(o.pin);
   return { reps: o.reps, warmup: o.warmup, durationMs: Math.round(o.seconds * 1000), log: (line) => process.stderr.write(line + "\n") };
 }
 
 export function machine(): string {
-  return `${cpus().length} CPUs (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, bun ${Bun.version}`;
+  return `${cpus().length} CPUs (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, bun ${Bun.version}; ${placement()}`;
 }
 
 /** Runs one scenario and prints its rows as the table. */

@@ -22,8 +22,19 @@ function rates(rs: WorkerResult[], serverCpuMs: number, server: ServerProc | und
     "msgs/s": acks / secs,
     "deliveries/s": total(rs, "deliveries") / secs,
     ...latencyFigures(rs.flatMap((r) => r.lat)),
-    ...(server ? { "cpu us/msg": (serverCpuMs * 1000) / acks, "cpu us/delivery": (serverCpuMs * 1000) / total(rs, "deliveries") } : {}),
+    ...(server
+      ? { "cpu us/msg": (serverCpuMs * 1000) / acks, "cpu us/delivery": (serverCpuMs * 1000) / total(rs, "deliveries"), "busy %": busy(serverCpuMs, secs) }
+      : {}),
   };
+}
+
+/**
+ * The server's CPU time as a share of the window (all its threads: above 100% is
+ * possible). Near 100%, the server was the limit; well below it, the load generators
+ * or the server's waiting (a commit's fsync) were.
+ */
+function busy(serverCpuMs: number, secs: number): number {
+  return serverCpuMs / (secs * 10);
 }
 
 export interface RoomLoad {
@@ -107,6 +118,6 @@ export async function measureRpc(load: RpcLoad, opts: BenchOptions): Promise<Fig
   return {
     "req/s": acks / secs,
     ...latencyFigures(rs.flatMap((r) => r.lat)),
-    ...(load.server ? { "cpu us/req": (serverCpuMs * 1000) / acks } : {}),
+    ...(load.server ? { "cpu us/req": (serverCpuMs * 1000) / acks, "busy %": busy(serverCpuMs, secs) } : {}),
   };
 }

@@ -4,7 +4,7 @@
  */
 import type { Subprocess } from "bun";
 import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
 export const ROOT = resolve(import.meta.dir, "../..");
@@ -40,13 +40,40 @@ export function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
+let pinning = true;
+
+/**
+ * Pins every server (Switchboard, the raw baselines, socket.io, the bare argon2 process)
+ * to the first CPU and every load generator to the others, with `taskset`; `--no-pin`
+ * turns it off. Left to the scheduler on these two shared cores, a server and two load
+ * generators land differently in every window: an A/A run (the same server on both
+ * sides, `bun bench/ab.ts fanout . .`) gave ratios from 0.45x to 1.13x unpinned and from
+ * 0.90x to 1.03x pinned.
+ */
+export function setPinning(on: boolean): void {
+  pinning = on;
+}
+
+/** `taskset -c CPUS` for a role, or nothing when pinning is off or impossible. */
+function pinFor(role: "server" | "load"): string[] {
+  const n = cpus().length;
+  if (!pinning || n < 2 || !Bun.which("taskset")) return [];
+  return ["taskset", "-c", role === "server" ? "0" : n === 2 ? "1" : `1-${n - 1}`];
+}
+
+/** How the processes are placed, for the header of a run. */
+export function placement(): string {
+  const server = pinFor("server");
+  return server.length ? `servers pinned to CPU ${server[2]}, load generators to CPU ${pinFor("load")[2]}` : "not pinned";
+}
+
 /**
  * Spawns `argv` through `sh` after raising the soft open-files limit to the hard one
  * (10,000 sockets need more than the usual 1024). `exec` keeps the pid, so the RSS we
  * read is the program's.
  */
-function spawn(argv: string[], cwd = ROOT): Proc {
-  const proc = Bun.spawn(["sh", "-c", 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', "sh", ...argv], {
+function spawn(argv: string[], role: "server" | "load", cwd = ROOT): Proc {
+  const proc = Bun.spawn(["sh", "-c", 'ulimit -n "$(ulimit -Hn)" 2>/dev/null; exec "$@"', "sh", ...pinFor(role), ...argv], {
     cwd,
     env: process.env,
     stdin: "pipe",
@@ -179,7 +206,7 @@ export async function startSwitchboard(opts: {
     "--send-buffer-bytes", String(64 * 1024 * 1024),
     "--log-level", "info",
     ...(opts.flags ?? []),
-  ], opts.dir ?? process.env.BENCH_SWITCHBOARD_DIR ?? ROOT);
+  ], "server", opts.dir ?? process.env.BENCH_SWITCHBOARD_DIR ?? ROOT);
   const out = tail(proc.stdout);
   const { port } = await waitForPort("switchboard", proc, proc.stderr, out, (line) => {
     if (!line.includes('"listening"')) return undefined;
@@ -199,7 +226,7 @@ export async function startSwitchboard(opts: {
 /** A benchmark-only server from bench/lib (raw Bun or socket.io); it prints {"port":N} on stdout. */
 export async function startBenchServer(name: string, script: string, args: Record<string, string | number | boolean> = {}): Promise<ServerProc> {
   const bunFlags = (process.env.BENCH_SERVER_BUN_FLAGS ?? "").split(/\s+/).filter(Boolean);
-  const proc = spawn([BUN, ...bunFlags, join(ROOT, "bench/lib", script), JSON.stringify(args)]);
+  const proc = spawn([BUN, ...bunFlags, join(ROOT, "bench/lib", script), JSON.stringify(args)], "server");
   const err = tail(proc.stderr);
   const { port } = await waitForPort(name, proc, proc.stdout, err, (line) => {
     try {
@@ -276,7 +303,7 @@ export interface Workers {
 /** Spawns one process per spec, waits until every connection is ready, then starts them together. */
 export async function startWorkers(specs: WorkerSpec[], readyTimeoutMs = 60_000): Promise<Workers> {
   const procs = specs.map((spec) => {
-    const p = spawn([BUN, join(ROOT, "bench/lib/client.ts")]);
+    const p = spawn([BUN, join(ROOT, "bench/lib/client.ts")], "load");
     p.stdin.write(JSON.stringify(spec) + "\n");
     p.stdin.flush();
     return p;
@@ -357,9 +384,9 @@ export function split<T>(items: readonly T[], n: number): T[][] {
   return parts.filter((p) => p.length > 0);
 }
 
-/** Runs a bench/lib script to completion and returns the `result` of its last JSON line. */
+/** Runs a bench/lib script (a baseline: placed as a server) to completion and returns the `result` of its last JSON line. */
 export async function runScript(script: string, args: unknown, timeoutMs = 60_000): Promise<Record<string, number>> {
-  const proc = spawn([BUN, join(ROOT, "bench/lib", script), JSON.stringify(args)]);
+  const proc = spawn([BUN, join(ROOT, "bench/lib", script), JSON.stringify(args)], "server");
   const err = tail(proc.stderr);
   try {
     const text = await within(timeoutMs, script, new Response(proc.stdout).text());
