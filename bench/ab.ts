@@ -9,6 +9,7 @@ import { startSwitchboard, tempDir, type ServerProc } from "./lib/proc.ts";
 import { pairwise, row, type Figures } from "./lib/scenario.ts";
 import { fillRoom, signupUsers } from "./lib/setup.ts";
 import { benchOptions, cliOptions } from "./lib/cli.ts";
+import { setPinning } from "./lib/proc.ts";
 import { table } from "./lib/table.ts";
 
 const [what, dirA, dirB] = process.argv.slice(2).filter((a) => !a.startsWith("--") && !/^\d/.test(a));
@@ -18,6 +19,8 @@ if (!what || !dirA || !dirB) {
 }
 const o = cliOptions(process.argv.slice(2));
 const opts = benchOptions(o);
+// Placed as in `npm run bench`: the server-bound scenarios pinned.
+setPinning(o.pin && (what === "fanout" || what === "history"));
 // --rate N: each sender sends N a second, open loop, and the figure to compare is the
 // server's CPU per message or delivery at the same load (less noisy than throughput).
 const rate = o.int("rate", 0);

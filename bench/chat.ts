@@ -19,6 +19,7 @@ export function chatScenario(params: { senders?: number; window?: number } = {})
   const window = params.window ?? 8;
   return {
     name: "chat",
+    pinned: false,
     description: `${senders} senders (${window} sends outstanding each) in a room of ${MEMBERS}`,
     async run(opts: BenchOptions): Promise<Row[]> {
       const rows: Row[] = [];

@@ -18,6 +18,7 @@ export function fanoutScenario(params: { receivers?: number; window?: number } =
   const window = params.window ?? 16;
   return {
     name: "fanout",
+    pinned: true,
     description: `1 sender (${window} sends outstanding) into a room of ${receivers} receivers`,
     async run(opts: BenchOptions): Promise<Row[]> {
       const dir = tempDir();

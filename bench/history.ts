@@ -17,6 +17,7 @@ export function historyScenario(params: { connections?: number } = {}): Scenario
   const connections = params.connections ?? 8;
   return {
     name: "history",
+    pinned: true,
     description: `${connections} connections reading 50 rows of a ${MESSAGES}-message room`,
     async run(opts: BenchOptions): Promise<Row[]> {
       const dir = tempDir();

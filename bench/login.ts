@@ -17,6 +17,7 @@ export function loginScenario(params: { connections?: number } = {}): Scenario {
   const concurrency = loadConfig({}).config.HASH_CONCURRENCY;
   return {
     name: "login",
+    pinned: true,
     description: `${connections} connections signing in over and over; ${concurrency} hashes in flight on both sides`,
     async run(given: BenchOptions): Promise<Row[]> {
       // At about 50 sign-ins a second, a 2.5 s window holds some 125 of them and one slow

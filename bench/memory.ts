@@ -41,6 +41,7 @@ export function memoryScenario(params: { connections?: number } = {}): Scenario 
   const n = params.connections ?? 10_000;
   return {
     name: "memory",
+    pinned: false,
     description: `server RSS growth with ${n} signed-in idle connections`,
     async run(opts: BenchOptions): Promise<Row[]> {
       // Every repetition starts fresh servers and warms them up itself (idleConnections).

@@ -14,6 +14,7 @@ export function pingScenario(params: { connections?: number } = {}): Scenario {
   const connections = params.connections ?? 16;
   return {
     name: "ping",
+    pinned: false,
     description: `${connections} connections, one ping outstanding each`,
     async run(opts: BenchOptions): Promise<Row[]> {
       const dir = tempDir();

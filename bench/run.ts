@@ -15,7 +15,7 @@ import { scenario as chat } from "./chat.ts";
 import { scenario as fanout } from "./fanout.ts";
 import { scenario as history } from "./history.ts";
 import { benchOptions, cliOptions, machine, SWITCHES } from "./lib/cli.ts";
-import { BUN, ROOT } from "./lib/proc.ts";
+import { BUN, placement, ROOT, setPinning } from "./lib/proc.ts";
 import { passes, type Row, type Scenario } from "./lib/scenario.ts";
 import { table } from "./lib/table.ts";
 import { scenario as login } from "./login.ts";
@@ -55,8 +55,11 @@ const opts = benchOptions(o);
 opts.log(`Switchboard benchmarks on ${machine()}; ${o.warmup} unrecorded warm-up and ${o.reps} recorded repetitions of ${o.seconds} s windows`);
 const started = performance.now();
 const rows: Row[] = [];
+const placements: string[] = [];
 for (const s of chosen) {
-  opts.log(`${s.name}: ${s.description}`);
+  setPinning(o.pin && s.pinned);
+  placements.push(`${s.name}: ${placement()}`);
+  opts.log(`${s.name}: ${s.description}; ${placement()}`);
   try {
     rows.push(...(await s.run(opts)));
   } catch (e) {
@@ -69,5 +72,6 @@ const failed = rows.filter((r) => passes(r) === false).map((r) => `${r.scenario}
 process.stdout.write(
   `Medians of ${o.reps} repetitions [min–max]; ratio = Switchboard / raw, pair by pair. ` +
     `${machine()}. ${((performance.now() - started) / 1000).toFixed(0)} s.\n` +
+    `Placement (--no-pin: none pinned): ${placements.join("; ")}.\n` +
     (failed.length ? `Targets missed: ${failed.join(", ")}\n` : "All targets met.\n"),
 );

@@ -48,18 +48,18 @@ export function cliOptions(argv: readonly string[]): CliOptions {
 }
 
 export function benchOptions(o: CliOptions): BenchOptions {
-  setPinning(o.pin);
   return { reps: o.reps, warmup: o.warmup, durationMs: Math.round(o.seconds * 1000), log: (line) => process.stderr.write(line + "\n") };
 }
 
 export function machine(): string {
-  return `${cpus().length} CPUs (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, bun ${Bun.version}; ${placement()}`;
+  return `${cpus().length} CPUs (${cpus()[0]?.model ?? "?"}), ${(totalmem() / 2 ** 30).toFixed(1)} GiB RAM, bun ${Bun.version}`;
 }
 
 /** Runs one scenario and prints its rows as the table. */
 export async function runAlone(scenario: Scenario, o: CliOptions): Promise<Row[]> {
   const opts = benchOptions(o);
-  opts.log(`${scenario.name}: ${scenario.description}; ${o.reps} reps of ${o.seconds} s; ${machine()}`);
+  setPinning(o.pin && scenario.pinned);
+  opts.log(`${scenario.name}: ${scenario.description}; ${placement()}; ${o.reps} reps of ${o.seconds} s; ${machine()}`);
   const rows = await scenario.run(opts);
   process.stdout.write(table(rows) + "\n");
   return rows;

@@ -40,15 +40,17 @@ export function within<T>(ms: number, what: string, p: Promise<T>): Promise<T> {
 
 export const sleep = (ms: number) => new Promise<void>((r) => setTimeout(r, ms));
 
-let pinning = true;
+let pinning = false;
 
 /**
- * Pins every server (Switchboard, the raw baselines, socket.io, the bare argon2 process)
- * to the first CPU and every load generator to the others, with `taskset`; `--no-pin`
- * turns it off. Left to the scheduler on these two shared cores, a server and two load
- * generators land differently in every window: an A/A run (the same server on both
- * sides, `bun bench/ab.ts fanout . .`) gave ratios from 0.45x to 1.13x unpinned and from
- * 0.90x to 1.03x pinned.
+ * While on, every server process started (Switchboard, the raw baselines, socket.io,
+ * the bare argon2 process) is pinned to the first CPU and every load generator to the
+ * others, with `taskset`. The suite turns it on for the scenarios whose load one core
+ * can generate (`Scenario.pinned`); `--no-pin` keeps it off. Left to the scheduler on
+ * these two shared cores, a server and two load generators land differently in every
+ * window: an A/A run of fan-out (the same checkout on both sides, `bun bench/ab.ts
+ * fanout . . --reps 8`) gave ratios from 0.45x to 1.13x unpinned and from 0.90x to
+ * 1.03x pinned, in the same half hour.
  */
 export function setPinning(on: boolean): void {
   pinning = on;

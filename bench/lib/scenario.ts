@@ -39,6 +39,12 @@ export interface Row {
 export interface Scenario {
   name: string;
   description: string;
+  /**
+   * Servers on CPU 0 and load generators on the others (see `setPinning`): for the
+   * scenarios whose load one core can generate, so that the server is the limit. Ping
+   * and chat need every core for their load and are left to the scheduler.
+   */
+  pinned: boolean;
   run(opts: BenchOptions): Promise<Row[]>;
 }
 
