@@ -1,5 +1,6 @@
 import { availableParallelism } from "node:os";
 import { z } from "zod";
+import { TrustedProxies } from "./ws/client-address.ts";
 
 const int = (min: number, max = Number.MAX_SAFE_INTEGER) =>
   z
@@ -27,6 +28,11 @@ export const settings = {
     schema: z.string(),
     default: "",
     help: "comma-separated browser origins allowed besides the server's own (* for any)",
+  },
+  TRUSTED_PROXIES: {
+    schema: z.string(),
+    default: "",
+    help: "reverse proxies whose X-Forwarded-For gives the client address: addresses and subnets, comma-separated (* for any peer)",
   },
   LOG_LEVEL: { schema: z.enum(["debug", "info", "warn", "error", "silent"]), default: "info", help: "least severe log level printed" },
   MAX_FRAME_BYTES: { schema: int(256, 16 * 1024 * 1024), default: "65536", help: "largest frame payload; one byte more closes with 1009" },
@@ -57,7 +63,10 @@ export const settings = {
 
 type Settings = typeof settings;
 export type SettingName = keyof Settings;
-export type Config = { [K in SettingName]: z.output<Settings[K]["schema"]> } & { allowedOrigins: string[] };
+export type Config = { [K in SettingName]: z.output<Settings[K]["schema"]> } & {
+  allowedOrigins: string[];
+  trustedProxies: TrustedProxies;
+};
 
 export class ConfigError extends Error {
   override readonly name = "ConfigError";
@@ -115,7 +124,13 @@ export function loadConfig(
       throw new ConfigError(`ALLOWED_ORIGINS: ${JSON.stringify(o)} is not an origin like https://chat.example.com`);
     }
   }
-  return { config: { ...(out as Omit<Config, "allowedOrigins">), allowedOrigins: origins } as Config, rest };
+  let trustedProxies: TrustedProxies;
+  try {
+    trustedProxies = TrustedProxies.parse(String(out.TRUSTED_PROXIES));
+  } catch (e) {
+    throw new ConfigError(`TRUSTED_PROXIES: ${(e as Error).message}`);
+  }
+  return { config: { ...(out as Omit<Config, "allowedOrigins" | "trustedProxies">), allowedOrigins: origins, trustedProxies } as Config, rest };
 }
 
 /** Defaults for every setting, with overrides: for tests and embedding. */

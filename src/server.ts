@@ -85,7 +85,8 @@ export function createServer(deps: ServerDeps) {
       if (!originAllowed(req.headers.get("origin"), req.headers.get("host"), config.allowedOrigins)) {
         return json({ error: "origin not allowed" }, 403);
       }
-      const address = srv.requestIP(req)?.address ?? "unknown";
+      const peer = srv.requestIP(req)?.address ?? "unknown";
+      const address = config.trustedProxies.clientAddress(peer, req.headers.get("x-forwarded-for"));
       if (srv.upgrade(req, { data: createConn(address, config.SEND_BURST, clock.now()) })) return undefined;
       return json({ error: "bad WebSocket upgrade" }, 400);
     }

@@ -35,6 +35,14 @@ test("environment variables, and flags that win over them", () => {
   expect(rest).toEqual(["serve"]);
 });
 
+test("TRUSTED_PROXIES: none by default; addresses and subnets, the widest prefix accepted", () => {
+  expect(loadConfig({}).config.trustedProxies.size).toBe(0);
+  const { config } = loadConfig({ TRUSTED_PROXIES: "127.0.0.1, 10.0.0.0/32, fd00::/128" });
+  expect(config.trustedProxies.entries).toEqual(["127.0.0.1", "10.0.0.0/32", "fd00::/128"]);
+  expect(config.trustedProxies.has("10.0.0.0")).toBe(true);
+  expect(config.trustedProxies.has("10.0.0.1")).toBe(false);
+});
+
 test("every setting has a flag", () => {
   for (const name of Object.keys(settings)) {
     const flag = `--${name.toLowerCase().replaceAll("_", "-")}`;
@@ -50,6 +58,8 @@ const bad: Array<[Record<string, string>, string[], RegExp]> = [
   [{ SEND_RATE: "0" }, [], /^SEND_RATE: /],
   [{ MAX_FRAME_BYTES: "1.5" }, [], /^MAX_FRAME_BYTES: /],
   [{ ALLOWED_ORIGINS: "chat.example.com" }, [], /^ALLOWED_ORIGINS: /],
+  [{ TRUSTED_PROXIES: "127.0.0.1, proxy.internal" }, [], /^TRUSTED_PROXIES: "proxy.internal" is not an IP address/],
+  [{ TRUSTED_PROXIES: "10.0.0.0/33" }, [], /^TRUSTED_PROXIES: "10.0.0.0\/33": the prefix length must be 0 to 32$/],
   [{}, ["--port"], /^--port: missing value$/],
   [{}, ["--nope", "1"], /^unknown option --nope/],
   [{}, ["--log-level", "loud"], /^LOG_LEVEL: /],

@@ -143,6 +143,25 @@ describe("accounts over WebSocket", () => {
     expect(await (await t.connect()).request({ type: "login", username: name, password: PW })).toMatchObject({ code: "rate_limited" });
   });
 
+  test("behind a trusted proxy, failed sign-ins count per X-Forwarded-For client; from any other peer the header is ignored", async () => {
+    const { TrustedProxies } = await import("../../src/ws/client-address.ts");
+    const fail = async (forwardedFor: string) =>
+      (await t.connect({ headers: { "x-forwarded-for": forwardedFor } })).request({ type: "login", username: "nobody", password: "wrong password" });
+    // The test's sockets come from 127.0.0.1: here that is the proxy.
+    t = await startApp({ config: { SIGNIN_FAILS_PER_ADDRESS: 2, trustedProxies: TrustedProxies.parse("127.0.0.1, ::1, ::ffff:127.0.0.1") } });
+    for (let i = 0; i < 2; i++) expect(await fail("203.0.113.1")).toMatchObject({ code: "invalid_credentials" });
+    expect(await fail("203.0.113.1")).toMatchObject({ code: "rate_limited" });
+    // Another client behind the same proxy has its own count; the address the client wrote itself does not help.
+    expect(await fail("203.0.113.2")).toMatchObject({ code: "invalid_credentials" });
+    expect(await fail("203.0.113.2, 203.0.113.1")).toMatchObject({ code: "rate_limited" });
+    await t.stop();
+
+    // Not a trusted peer: every header names a new address, and all of them count as 127.0.0.1.
+    t = await startApp({ config: { SIGNIN_FAILS_PER_ADDRESS: 2 } });
+    for (let i = 0; i < 2; i++) expect(await fail(`203.0.113.${10 + i}`)).toMatchObject({ code: "invalid_credentials" });
+    expect(await fail("203.0.113.12")).toMatchObject({ code: "rate_limited" });
+  });
+
   test("no password or token appears in replies other than the one that issues it", async () => {
     const lines: string[] = [];
     const { createLogger } = await import("../../src/log.ts");
