@@ -8,11 +8,11 @@ import { measureRoom, measureRpc } from "./lib/measure.ts";
 import { startSwitchboard, tempDir, type ServerProc } from "./lib/proc.ts";
 import { pairwise, row, type Figures } from "./lib/scenario.ts";
 import { fillRoom, signupUsers } from "./lib/setup.ts";
-import { benchOptions, cliOptions } from "./lib/cli.ts";
+import { benchOptions, cliOptions, positionals } from "./lib/cli.ts";
 import { setPinning } from "./lib/proc.ts";
 import { table } from "./lib/table.ts";
 
-const [what, dirA, dirB] = process.argv.slice(2).filter((a) => !a.startsWith("--") && !/^\d/.test(a));
+const [what, dirA, dirB] = positionals(process.argv.slice(2));
 if (!what || !dirA || !dirB) {
   process.stderr.write("usage: bun bench/ab.ts <ping|history|fanout|chat> <dir-A> <dir-B> [--reps N] [--seconds S]\n");
   process.exit(2);

@@ -14,7 +14,7 @@ import { join } from "node:path";
 import { scenario as chat } from "./chat.ts";
 import { scenario as fanout } from "./fanout.ts";
 import { scenario as history } from "./history.ts";
-import { benchOptions, cliOptions, machine, SWITCHES } from "./lib/cli.ts";
+import { benchOptions, cliOptions, machine, positionals } from "./lib/cli.ts";
 import { BUN, placement, ROOT, setPinning } from "./lib/proc.ts";
 import { passes, type Row, type Scenario } from "./lib/scenario.ts";
 import { table } from "./lib/table.ts";
@@ -25,8 +25,7 @@ import { scenario as ping } from "./ping.ts";
 const scenarios: Scenario[] = [chat, ping, fanout, history, login, memory];
 
 const argv = process.argv.slice(2);
-const takesValue = (flag: string | undefined) => flag !== undefined && flag.startsWith("--") && !flag.includes("=") && !SWITCHES.includes(flag);
-const names = argv.filter((a, i) => !a.startsWith("--") && !takesValue(argv[i - 1]));
+const names = positionals(argv);
 
 if (argv.includes("--help") || argv.includes("-h")) {
   process.stdout.write(

@@ -14,7 +14,14 @@ export interface CliOptions {
 }
 
 /** Flags that take no value. */
-export const SWITCHES = ["--no-pin"];
+const SWITCHES = ["--no-pin"];
+
+/** The arguments that are neither flags nor a flag's value (scenario names, checkouts). */
+export function positionals(argv: readonly string[]): string[] {
+  const takesValue = (flag: string | undefined) =>
+    flag !== undefined && flag.startsWith("--") && !flag.includes("=") && !SWITCHES.includes(flag);
+  return argv.filter((a, i) => !a.startsWith("--") && !takesValue(argv[i - 1]));
+}
 
 /**
  * Reads `--name value` / `--name=value` flags; --reps (default 5), --seconds (default
