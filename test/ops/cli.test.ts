@@ -26,6 +26,19 @@ test("--version prints the package version", async () => {
   expect(await runOnce(emptyFolderWithBinary(), ["--version"])).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: "" });
 });
 
+test("a bunfig.toml in the working directory is not loaded (its preload would run code); a .env is read", async () => {
+  const dir = emptyFolderWithBinary();
+  await Bun.write(join(dir, "hook.ts"), `require("node:fs").writeFileSync(${JSON.stringify(join(dir, "ran"))}, "");`);
+  await Bun.write(join(dir, "bunfig.toml"), 'preload = ["./hook.ts"]\n');
+  expect(await runOnce(dir, ["--version"])).toEqual({ code: 0, stdout: `${pkg.version}\n`, stderr: "" });
+  expect(existsSync(join(dir, "ran"))).toBe(false);
+  // The documented other side: settings from a .env file do apply.
+  await Bun.write(join(dir, ".env"), "PORT=eighty\n");
+  const bad = await runOnce(dir, ["migrate"]);
+  expect(bad.code).toBe(1);
+  expect(bad.stderr).toContain("PORT");
+});
+
 test.each<{ args: string[]; env: Record<string, string>; setting: string }>([
   { args: [], env: { PORT: "eighty" }, setting: "PORT" },
   { args: ["--port", "70000"], env: {}, setting: "PORT" },
