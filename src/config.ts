@@ -133,9 +133,18 @@ export function loadConfig(
   return { config: { ...(out as Omit<Config, "allowedOrigins" | "trustedProxies">), allowedOrigins: origins, trustedProxies } as Config, rest };
 }
 
-/** Defaults for every setting, with overrides: for tests and embedding. */
+/**
+ * Defaults for every setting, with overrides: for tests and embedding. A setting given
+ * as text (`ALLOWED_ORIGINS`, `TRUSTED_PROXIES`, `DB_PATH`...) is parsed as if it came from
+ * the environment, so what derives from it (`allowedOrigins`, `trustedProxies`) follows;
+ * a derived field given directly wins.
+ */
 export function defaultConfig(overrides: Partial<Config> = {}): Config {
-  return { ...loadConfig({}).config, ...overrides };
+  const asText: Record<string, string> = {};
+  for (const [name, value] of Object.entries(overrides)) {
+    if (Object.hasOwn(settings, name) && typeof value === "string") asText[name] = value;
+  }
+  return { ...loadConfig(asText).config, ...overrides };
 }
 
 export function settingsHelp(): string {

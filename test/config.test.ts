@@ -1,5 +1,5 @@
 import { expect, test } from "bun:test";
-import { ConfigError, loadConfig, settings } from "../src/config.ts";
+import { ConfigError, defaultConfig, loadConfig, settings } from "../src/config.ts";
 
 test("defaults: port 8081, ./data/switchboard.db, NORMAL, and the limits of the spec", () => {
   const { config, rest } = loadConfig({});
@@ -41,6 +41,18 @@ test("TRUSTED_PROXIES: none by default; addresses and subnets, the widest prefix
   expect(config.trustedProxies.entries).toEqual(["127.0.0.1", "10.0.0.0/32", "fd00::/128"]);
   expect(config.trustedProxies.has("10.0.0.0")).toBe(true);
   expect(config.trustedProxies.has("10.0.0.1")).toBe(false);
+});
+
+test("defaultConfig: a setting given as its text is parsed like the environment's, and what derives from it follows", () => {
+  expect(defaultConfig().allowedOrigins).toEqual([]);
+  const config = defaultConfig({ ALLOWED_ORIGINS: "https://a.example/", TRUSTED_PROXIES: "10.0.0.0/8", SEND_RATE: 5 });
+  expect(config.allowedOrigins).toEqual(["https://a.example"]);
+  expect(config.trustedProxies.has("10.1.2.3")).toBe(true);
+  expect(config.trustedProxies.has("11.1.2.3")).toBe(false);
+  expect(config.SEND_RATE).toBe(5);
+  // A derived field given directly wins over the text.
+  expect(defaultConfig({ ALLOWED_ORIGINS: "https://a.example", allowedOrigins: ["*"] }).allowedOrigins).toEqual(["*"]);
+  expect(() => defaultConfig({ TRUSTED_PROXIES: "proxy.example" })).toThrow(ConfigError);
 });
 
 test("every setting has a flag", () => {
