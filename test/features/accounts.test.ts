@@ -94,6 +94,23 @@ describe("accounts service", () => {
     expect(await code(() => accounts.auth(b.token))).toBe("unauthorized");
   });
 
+  test("an idle period shorter than a minute: a token used within it stays alive, one left unused expires", async () => {
+    const idleMs = 8_640; // SESSION_IDLE_DAYS 0.0001
+    const { accounts, clock } = setup(defaultConfig({ SESSION_IDLE_DAYS: 0.0001 }));
+    const a = await accounts.signup("ada", "correct horse battery");
+    // Used every 2 s for 20 s, more than twice the idle period: each use counts.
+    for (let t = 0; t < 10; t++) {
+      clock.advance(2_000);
+      expect(accounts.auth(a.token).sessionId).toBe(a.sessionId);
+    }
+    // Its last use is written at most a tenth of the period late, so it lives at least
+    // 0.9 of the period after the last use, and not past the whole period.
+    clock.advance(idleMs * 0.9 - 1);
+    expect(accounts.auth(a.token).sessionId).toBe(a.sessionId);
+    clock.advance(idleMs);
+    expect(await code(() => accounts.auth(a.token))).toBe("unauthorized");
+  });
+
   test("logout all revokes every live session of the user and no one else's", async () => {
     const { accounts } = setup();
     const a1 = await accounts.signup("ada", "correct horse battery");

@@ -14,7 +14,11 @@ export interface SignedIn {
 }
 
 const DAY_MS = 86_400_000;
-/** A session's last use is written at most this often, not on every sign-in. */
+/**
+ * A session's last use is written at most this often, not on every sign-in; or a tenth
+ * of the idle period if that is shorter, so that a token lives at least 0.9 of the idle
+ * period after its last use whatever the setting.
+ */
 const TOUCH_INTERVAL_MS = 60_000;
 
 export function toUser(row: Pick<UserRow, "id" | "username" | "createdAt">): User {
@@ -32,6 +36,7 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
   const { store, hasher, clock, config } = deps;
   const { db } = store;
   const idleMs = config.SESSION_IDLE_DAYS * DAY_MS;
+  const touchEveryMs = Math.min(TOUCH_INTERVAL_MS, idleMs / 10);
   const byUser = new FailureLimiter(config.SIGNIN_FAILS_PER_USER, config.SIGNIN_USER_WINDOW_MS, clock);
   const byAddress = new FailureLimiter(config.SIGNIN_FAILS_PER_ADDRESS, config.SIGNIN_ADDRESS_WINDOW_MS, clock);
   let dummyHash: Promise<string> | undefined;
@@ -146,7 +151,7 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
       const now = clock.now();
       const found = findSession.get({ tokenHash: hashToken(token), now });
       if (!found) throw new ProtocolError("unauthorized", "unknown, expired or revoked token");
-      if (now - found.session.lastUsedAt >= TOUCH_INTERVAL_MS) this.touch(found.session.id);
+      if (now - found.session.lastUsedAt >= touchEveryMs) this.touch(found.session.id);
       return { user: toUser(found.user), sessionId: found.session.id };
     },
 
