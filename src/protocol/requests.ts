@@ -17,8 +17,16 @@ export const RoomName = z
   .regex(/^[a-z0-9][a-z0-9_-]*$/, "lowercase letters, digits, '_' and '-', starting with a letter or digit");
 /** A message sequence number: a non-negative safe integer. */
 export const Seq = z.int().min(0);
-export const Body = z.string().min(1).max(4000);
-export const Nonce = z.string().min(1).max(64);
+/**
+ * No unpaired surrogate (JSON can spell one, `"\ud800"`): text that is stored is stored as
+ * UTF-8, where it would become U+FFFD, so history and recovery would differ from the
+ * live event.
+ */
+const wellFormed = (s: string) => s.isWellFormed();
+const WELL_FORMED = "must be well-formed Unicode (no unpaired surrogate)";
+/** Lengths are in code points (zod's rule): an emoji counts 1. */
+export const Body = z.string().min(1).max(4000).refine(wellFormed, WELL_FORMED);
+export const Nonce = z.string().min(1).max(64).refine(wellFormed, WELL_FORMED);
 
 const base = { ref: Ref.optional() };
 

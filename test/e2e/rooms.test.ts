@@ -122,7 +122,9 @@ describe("send", () => {
     const send = (body: string, nonce?: string) => s.request({ type: "send", room: "lobby", body, ...(nonce === undefined ? {} : { nonce }) });
     expect((await send("x")).type).toBe("ok");
     expect((await send("x".repeat(4000))).type).toBe("ok");
-    expect((await send("😀".repeat(2000))).type).toBe("ok"); // 4000 UTF-16 units
+    expect((await send("😀".repeat(4000))).type).toBe("ok"); // 4000 code points, 8000 UTF-16 units
+    expect(await send("😀".repeat(4001))).toMatchObject({ code: "bad_request", issues: [{ path: "body" }] });
+    expect(await send("half \ud800")).toMatchObject({ code: "bad_request", issues: [{ path: "body" }] });
     expect(await send("")).toMatchObject({ code: "bad_request", issues: [{ path: "body" }] });
     expect(await send("x".repeat(4001))).toMatchObject({ code: "bad_request", issues: [{ path: "body" }] });
     expect((await send("y", "n")).type).toBe("ok");

@@ -54,6 +54,31 @@ describe("decodeRequest", () => {
     });
   }
 
+  test("lengths are counted in code points: 4000 emoji pass as a body, 4001 do not", () => {
+    const send = (body: string) => decodeRequest(JSON.stringify({ type: "send", room: "a", body })).ok;
+    expect(send("😀".repeat(4000))).toBe(true);
+    expect(send("😀".repeat(4001))).toBe(false);
+    expect(send("a".repeat(4000))).toBe(true);
+    expect(send("a".repeat(3999) + "😀")).toBe(true);
+    expect(send("a".repeat(4000) + "😀")).toBe(false);
+  });
+
+  test("a body or nonce with an unpaired surrogate is refused; paired ones pass", () => {
+    // Stored as UTF-8, an unpaired surrogate would become U+FFFD: history would differ from the live event.
+    for (const text of ['{"type":"send","room":"a","body":"x\\ud800"}', '{"type":"send","room":"a","body":"\\udc00y"}']) {
+      const d = decodeRequest(text);
+      expect(d.ok).toBe(false);
+      if (!d.ok) expect(d.error.extra.issues?.map((i) => i.path)).toEqual(["body"]);
+    }
+    const nonce = decodeRequest('{"type":"send","room":"a","body":"b","nonce":"n\\udbff"}');
+    expect(nonce.ok).toBe(false);
+    if (!nonce.ok) expect(nonce.error.extra.issues?.map((i) => i.path)).toEqual(["nonce"]);
+    expect(decodeRequest('{"type":"send","room":"a","body":"\\ud83d\\ude00","nonce":"\\ud83d\\ude00"}')).toEqual({
+      ok: true,
+      request: { type: "send", room: "a", body: "😀", nonce: "😀" },
+    });
+  });
+
   test("the error echoes a valid ref even when other fields fail", () => {
     const d = decodeRequest('{"type":"send","ref":"r1","room":"A","body":""}');
     expect(d).toMatchObject({ ok: false, ref: "r1" });
