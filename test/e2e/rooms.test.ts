@@ -34,6 +34,20 @@ describe("join, leave, who", () => {
     expect(b.s.unclaimed.filter((f) => f.type === "message")).toEqual([]);
   });
 
+  test("joining again with since pushes nothing, and says recovered only when nothing was missed", async () => {
+    t = await startApp();
+    const a = await member();
+    for (const body of ["one", "two", "three"]) await a.s.request({ type: "send", room: "lobby", body });
+    await a.s.messages("lobby", 3);
+    // Already receiving live: since 3 (the latest) missed nothing; since 1 is refused a
+    // replay (it would deliver 2 and 3 twice), so the client is told to read history.
+    expect(await a.s.request({ type: "join", room: "lobby", since: 3 })).toMatchObject({ type: "ok", seq: 3, recovered: true });
+    expect(await a.s.request({ type: "join", room: "lobby", since: 1 })).toMatchObject({ type: "ok", seq: 3, recovered: false });
+    expect(await a.s.request({ type: "join", room: "lobby", since: 9 })).toMatchObject({ type: "ok", seq: 3, recovered: false });
+    await a.s.request({ type: "ping" });
+    expect(a.s.unclaimed.filter((f) => f.type === "message")).toEqual([]);
+  });
+
   test("a room exists once joined; who lists members each once; leave removes", async () => {
     t = await startApp();
     const a = await member("room-1");

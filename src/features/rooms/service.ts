@@ -339,7 +339,9 @@ export function createRoomService(deps: {
       const missed = room.latestSeq - since;
       result.recovered = missed >= 0 && missed <= config.RECOVERY_LIMIT;
       if (already) {
-        // Already receiving live messages: replaying would deliver some twice.
+        // Already receiving live messages: replaying would deliver some twice, so nothing
+        // is pushed, and only a client that missed nothing is told it has recovered.
+        result.recovered = missed === 0;
         return result;
       }
       if (!result.recovered || missed === 0) {
