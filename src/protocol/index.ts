@@ -5,7 +5,7 @@
 import { z } from "zod";
 import { ErrorReply, OkReply, resultSchemas } from "./replies.ts";
 import { MessageEvent, PresenceEvent } from "./events.ts";
-import { Request, requestSchemas } from "./requests.ts";
+import { Password, Request, requestSchemas, Username } from "./requests.ts";
 
 export { CloseCode, ErrorCode, Issue, ProtocolError } from "./errors.ts";
 export {
@@ -62,5 +62,12 @@ export function protocolJsonSchema(): Record<string, unknown> {
     request: z.toJSONSchema(Request, { io: "input" }),
     replies: { ok: z.toJSONSchema(OkReply), results, error: z.toJSONSchema(ErrorReply) },
     events: { message: z.toJSONSchema(MessageEvent), presence: z.toJSONSchema(PresenceEvent) },
+    // What clients of the original Prisma version send: a signup, answered like one.
+    legacy: {
+      signup: z.toJSONSchema(
+        z.object({ username: Username, password: Password }).describe("a frame with username and password and no type: a signup"),
+        { io: "input" },
+      ),
+    },
   };
 }

@@ -301,4 +301,12 @@ describe("/protocol.json", () => {
   test("request schemas allow unknown extra fields, as the server does", () => {
     expect(errors(doc.request as Schema, { type: "ping", client: "cli/1.0" })).toEqual([]);
   });
+
+  test("the legacy signup form ({username, password}, no type) has its own schema", () => {
+    const legacy = (doc.legacy as Record<string, Schema>).signup!;
+    expect(errors(legacy, { username: "ada_l", password: "eight chars" })).toEqual([]);
+    expect(errors(legacy, { username: "ada_l" })).not.toEqual([]);
+    expect(errors(legacy, { username: "a", password: "eight chars" })).not.toEqual([]);
+    expect(errors(legacy, { username: "ada_l", password: "short" })).not.toEqual([]);
+  });
 });
