@@ -1,7 +1,7 @@
 import type { ResultOf } from "../protocol/index.ts";
 import type { Connection } from "./connection.ts";
 import type { Emitter } from "./emitter.ts";
-import type { SwitchboardError } from "./errors.ts";
+import { SwitchboardError } from "./errors.ts";
 import type { OutboxEntry, SavedState } from "./store.ts";
 import type { ClientEvents } from "./types.ts";
 
@@ -29,6 +29,8 @@ const keyOf = (outbox: readonly OutboxEntry[]): string => outbox.map((e) => e.no
 export class Outbox {
   private readonly waiters = new Map<string, SendWaiter[]>();
   private inFlight: OutboxEntry | null = null;
+  /** Nonces of the entries written at least once and not answered yet: the server may have stored them. */
+  private readonly written = new Set<string>();
   private rateLimitTimer: ReturnType<typeof setTimeout> | undefined;
   /** The nonces when the `outbox` event last fired. */
   private key: string;
@@ -82,6 +84,7 @@ export class Outbox {
     const entry = this.saved.state.outbox.find((e) => this.isJoined(e.room));
     if (!entry) return;
     this.inFlight = entry;
+    this.written.add(entry.nonce);
     socket.request("send", { room: entry.room, body: entry.body, nonce: entry.nonce }).then(
       (result) => {
         if (this.inFlight === entry) this.inFlight = null;
@@ -90,6 +93,14 @@ export class Outbox {
         this.pump();
       },
       (e: SwitchboardError) => {
+        if (!this.saved.state.outbox.includes(entry)) {
+          // Its room was left while it was in flight: it cannot be sent again, so the
+          // answer is final, and a lost connection (`disconnected`) means "maybe stored".
+          if (this.inFlight === entry) this.inFlight = null;
+          this.settle(entry.nonce, (w) => w.reject(e));
+          this.pump();
+          return;
+        }
         if (socket !== this.connection.current) return; // lost: the entry is sent again after the reconnect
         if (this.inFlight === entry) this.inFlight = null;
         if (e.code === "disconnected") return;
@@ -111,12 +122,23 @@ export class Outbox {
     );
   }
 
-  /** Drops the entries to `room` (no longer followed): their sends reject with `error`. */
+  /**
+   * Drops the entries to `room` (no longer followed): they are not sent again. Their
+   * sends reject with `error`, except the one in flight: the server has its frame and
+   * answers it, and that answer settles it (`ok` if it was stored).
+   */
   dropRoom(room: string, error: SwitchboardError): void {
     const dropped = this.saved.state.outbox.filter((e) => e.room === room);
     this.saved.state.outbox = this.saved.state.outbox.filter((e) => e.room !== room);
     this.saved.save(true);
-    for (const e of dropped) this.settle(e.nonce, (w) => w.reject(error));
+    for (const e of dropped) {
+      if (e === this.inFlight) continue;
+      // Written on a connection that dropped before the answer: stored or not, nobody knows.
+      const maybeStored = this.written.has(e.nonce)
+        ? new SwitchboardError("disconnected", `left ${room} after the message was written, before its answer: it may have been stored`, { request: "send" })
+        : error;
+      this.settle(e.nonce, (w) => w.reject(maybeStored));
+    }
   }
 
   /** Rejects every waiting `send`; with `forget`, the outbox is emptied too. */
@@ -150,6 +172,7 @@ export class Outbox {
   }
 
   private settle(nonce: string, settle: (waiter: SendWaiter) => void): void {
+    this.written.delete(nonce);
     const list = this.waiters.get(nonce);
     if (!list) return;
     this.waiters.delete(nonce);

@@ -327,3 +327,64 @@ test("leave stops delivery and drops the room's unsent messages", async () => {
   await left;
   expect((await a.history({ room: "talk" })).messages).toEqual([]);
 });
+
+test("leave with a send already written: the server's answer settles it; the sends behind it are dropped", async () => {
+  t = await startTestServer();
+  const { client: a } = await t.signedIn(fast);
+  await a.join({ room: "talk" });
+  // One send is written at a time: "one" is on the wire, "two" waits in the outbox.
+  const one = a.send({ room: "talk", body: "one" });
+  const two = failure(a.send({ room: "talk", body: "two" }));
+  await a.leave({ room: "talk" });
+  expect((await one).seq).toBe(1);
+  expect((await two).code).toBe("not_joined");
+  expect(a.outbox).toEqual([]);
+  expect((await a.history({ room: "talk" })).messages.map((m) => m.body)).toEqual(["one"]);
+});
+
+test("leave with a send written and unanswered when the connection drops: disconnected, and not sent again", async () => {
+  t = await startTestServer();
+  const { client: a } = await viaProxy("talk");
+  const { client: b } = await t.signedIn(fast);
+  await b.join({ room: "talk" });
+  proxy!.dropReplies = true;
+  const stored = b.next("message", (m) => m.body === "one");
+  const one = failure(a.send({ room: "talk", body: "one" }));
+  const left = failure(a.leave({ room: "talk" }));
+  await stored;
+  const reconnected = a.next("open");
+  proxy!.dropReplies = false;
+  proxy!.cut();
+  // It reached the server, but its room was left: the client cannot retry it, nor know.
+  expect((await one).code).toBe("disconnected");
+  expect((await left).code).toBe("disconnected");
+  await reconnected;
+  expect(a.outbox).toEqual([]);
+  await a.ping();
+  expect((await a.history({ room: "talk" })).messages.map((m) => m.body)).toEqual(["one"]);
+});
+
+test("leave while disconnected: a send written before the drop rejects with disconnected (it was stored), one never written with not_joined", async () => {
+  t = await startTestServer();
+  const { client: a } = await viaProxy("talk");
+  const { client: b } = await t.signedIn(fast);
+  await b.join({ room: "talk" });
+  proxy!.dropReplies = true;
+  const stored = b.next("message", (m) => m.body === "written");
+  const written = failure(a.send({ room: "talk", body: "written" }));
+  await stored;
+  proxy!.refuse = true;
+  const reconnecting = a.next("reconnecting");
+  proxy!.cut();
+  await reconnecting;
+  const never = failure(a.send({ room: "talk", body: "never written" }));
+  const left = a.leave({ room: "talk" });
+  expect((await written).code).toBe("disconnected");
+  expect((await never).code).toBe("not_joined");
+  expect(a.outbox).toEqual([]);
+  proxy!.dropReplies = false;
+  proxy!.refuse = false;
+  await left;
+  expect((await a.history({ room: "talk" })).messages.map((m) => m.body)).toEqual(["written"]);
+});
+
