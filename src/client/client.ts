@@ -195,7 +195,15 @@ export class SwitchboardClient {
     if (invalid) throw invalid;
     const { feed, created } = this.roomFeeds.follow(params.room, params.since ?? null);
     return this.withDeadline("join", options, async (deadline) => {
-      const socket = await this.connection.whenReady("join", deadline);
+      let socket;
+      try {
+        socket = await this.connection.whenReady("join", deadline);
+      } catch (e) {
+        // Refused here (signed out, closed): not followed, as a refusal by the server.
+        // Not on `timeout`: a join that times out keeps the room followed.
+        if (created && e instanceof SwitchboardError && (e.code === "signed_out" || e.code === "closed")) this.roomFeeds.unfollow(feed);
+        throw e;
+      }
       return this.roomFeeds.join(socket, feed, created, deadline);
     });
   }

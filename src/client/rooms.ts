@@ -73,6 +73,15 @@ export class Rooms {
     return socket.request("join", { room: feed.room }, deadline - Date.now());
   }
 
+  /**
+   * Forgets `feed`, made by a `join` the client refused before asking the server
+   * (signed out, closed): nothing was joined or stored for it.
+   */
+  unfollow(feed: RoomFeed): void {
+    if (this.feeds.get(feed.room) !== feed || feed.phase !== "idle") return;
+    this.feeds.delete(feed.room);
+  }
+
   /** Stops following `room`, if followed; its unsent messages are dropped with `error`. */
   leave(room: string, error: SwitchboardError): void {
     const feed = this.feeds.get(room);

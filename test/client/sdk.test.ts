@@ -103,6 +103,19 @@ describe("requests", () => {
     expect((await rejection(client.ping())).code).toBe("closed");
     expect((await rejection(client.send({ room: "lobby", body: "late" }))).code).toBe("closed");
   });
+
+  test("a join refused on the client (signed out) does not follow the room; signing in again does not join it", async () => {
+    t = await startTestServer();
+    const { client, username } = await t.signedIn({ ...fast, username: "ada_out" });
+    await client.join({ room: "kept" });
+    await client.logout();
+    expect((await rejection(client.join({ room: "refused" }))).code).toBe("signed_out");
+    expect(client.rooms).toEqual([]);
+    await client.login({ username, password: "correct horse battery" });
+    await client.ping();
+    expect(client.rooms).not.toContain("refused");
+    expect(await client.who({ room: "refused" })).toEqual({ members: [] });
+  });
 });
 
 describe("frames from the server are validated, not trusted", () => {
