@@ -342,16 +342,25 @@ test("leave with a send already written: the server's answer settles it; the sen
   expect((await a.history({ room: "talk" })).messages.map((m) => m.body)).toEqual(["one"]);
 });
 
-test("leave with a send written and unanswered when the connection drops: disconnected, and not sent again", async () => {
-  t = await startTestServer();
+/**
+ * `a` (through the proxy) sends `body` to "talk" with the proxy dropping replies, and
+ * this resolves once an observer in the room has received it: stored, never answered.
+ */
+async function storedUnanswered(body: string) {
   const { client: a } = await viaProxy("talk");
   const { client: b } = await t.signedIn(fast);
   await b.join({ room: "talk" });
   proxy!.dropReplies = true;
-  const stored = b.next("message", (m) => m.body === "one");
-  const one = failure(a.send({ room: "talk", body: "one" }));
-  const left = failure(a.leave({ room: "talk" }));
+  const stored = b.next("message", (m) => m.body === body);
+  const send = failure(a.send({ room: "talk", body }));
   await stored;
+  return { a, send };
+}
+
+test("leave with a send written and unanswered when the connection drops: disconnected, and not sent again", async () => {
+  t = await startTestServer();
+  const { a, send: one } = await storedUnanswered("one");
+  const left = failure(a.leave({ room: "talk" }));
   const reconnected = a.next("open");
   proxy!.dropReplies = false;
   proxy!.cut();
@@ -366,13 +375,7 @@ test("leave with a send written and unanswered when the connection drops: discon
 
 test("leave while disconnected: a send written before the drop rejects with disconnected (it was stored), one never written with not_joined", async () => {
   t = await startTestServer();
-  const { client: a } = await viaProxy("talk");
-  const { client: b } = await t.signedIn(fast);
-  await b.join({ room: "talk" });
-  proxy!.dropReplies = true;
-  const stored = b.next("message", (m) => m.body === "written");
-  const written = failure(a.send({ room: "talk", body: "written" }));
-  await stored;
+  const { a, send: written } = await storedUnanswered("written");
   proxy!.refuse = true;
   const reconnecting = a.next("reconnecting");
   proxy!.cut();
