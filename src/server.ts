@@ -163,6 +163,9 @@ export function createServer(deps: ServerDeps) {
         websocket,
         // Never Bun's development error page (it shows source), also inside the binary.
         development: false,
+        // Production mode would set SO_REUSEPORT: a second Switchboard on the same port
+        // would start and share the connections (each with its own rooms in memory).
+        reusePort: false,
         ...(deps.routes ? { routes: deps.routes as never } : {}),
       });
       rooms.attach(server);

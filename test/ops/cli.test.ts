@@ -67,6 +67,15 @@ test("a port in use and an unopenable database are one-line errors naming the se
   } finally {
     busy.stop(true);
   }
+  // Held by another Switchboard (Bun's production mode would share the port with SO_REUSEPORT).
+  const first = await Instance.start(emptyFolderWithBinary());
+  try {
+    const second = await runOnce(emptyFolderWithBinary(), ["--port", String(first.port), "--host", "127.0.0.1"]);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/^switchboard: PORT: cannot listen on 127\.0\.0\.1:\d+: [^\n]*\n$/);
+  } finally {
+    await first.stop();
+  }
   const noDb = await runOnce(emptyFolderWithBinary(), ["migrate", "--db-path", "/proc/no/such/dir/x.db"]);
   expect(noDb.code).toBe(1);
   expect(noDb.stderr).toMatch(/^switchboard: DB_PATH: cannot open \/proc\/no\/such\/dir\/x\.db: [^\n]*\n$/);
