@@ -29,6 +29,9 @@ export interface ServerDeps {
 
 const json = (body: unknown, status = 200) => Response.json(body, { status });
 
+/** How long a graceful stop waits for sign-ins in progress (and what waits behind them). */
+const SIGN_IN_DRAIN_MS = 5_000;
+
 /** Is a browser at `origin` allowed to open a socket? Same origin, or listed. */
 export function originAllowed(origin: string | null, host: string | null, allowed: readonly string[]): boolean {
   if (origin === null) return true; // CLI tools and servers send no Origin
@@ -180,6 +183,12 @@ export function createServer(deps: ServerDeps) {
       stopping = true;
       clearInterval(sweeper);
       void server?.stop(false);
+      // Sign-ins being hashed are answered, then the requests held behind them run
+      // (their sends queue for a commit), within SIGN_IN_DRAIN_MS: a long hash queue
+      // must not hold the stop for ever.
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      await Promise.race([dispatcher.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, SIGN_IN_DRAIN_MS)))]);
+      clearTimeout(timer);
       await rooms.idle();
       for (const ws of outbound.sockets()) outbound.close(ws, CloseCode.goingAway, "server shutting down");
       await checkpointer?.stop();

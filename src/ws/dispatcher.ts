@@ -117,6 +117,9 @@ export function createDispatcher(deps: {
   invalidFrameLimit: number;
 }) {
   const { handlers, outbound, metrics, log, invalidFrameLimit } = deps;
+  /** Connections whose sign-in is being answered (their later requests wait). */
+  let busyConns = 0;
+  let idleWaiters: Array<() => void> = [];
 
   function replyOk(ws: Socket, ref: Ref | undefined, result: object): void {
     outbound.send(ws, okFrame(ref, result));
@@ -162,13 +165,16 @@ export function createDispatcher(deps: {
     // requests until it is answered, so that `login`, `join`, `send` written back to back
     // run in that order. `ping` does not wait; `send` answers through `later`.
     conn.busy = true;
+    busyConns++;
     out.then(
       (result) => replyOk(ws, ref, result),
       (e) => replyError(ws, ref, e, type),
     )
       .finally(() => {
         conn.busy = false;
+        busyConns--;
         runPending(ws);
+        if (busyConns === 0) for (const resolve of idleWaiters.splice(0)) resolve();
       })
       .catch((err) => log.error("reply_failed", { type, conn: conn.id, err }));
   }
@@ -183,6 +189,15 @@ export function createDispatcher(deps: {
   }
 
   const dispatcher = {
+    /**
+     * Resolves once no connection is waiting for a sign-in to be answered, so that the
+     * requests held behind one have run (for shutdown).
+     */
+    idle(): Promise<void> {
+      if (busyConns === 0) return Promise.resolve();
+      return new Promise<void>((resolve) => idleWaiters.push(resolve));
+    },
+
     message(ws: Socket, message: string | Buffer): void {
       try {
         handleFrame(ws, message);

@@ -1,5 +1,6 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { freshStore, signedIn, startApp, type TestApp } from "../helpers.ts";
+import { createArgon2Hasher } from "../../src/features/accounts/password.ts";
+import { freshStore, manualArgon2, signedIn, startApp, type TestApp } from "../helpers.ts";
 
 let t: TestApp;
 afterEach(() => t?.stop());
@@ -153,5 +154,27 @@ describe("request validation", () => {
     t = await startApp();
     const s = await t.connect();
     expect(await s.request({ type: "ping", extra: { deep: [1] }, __proto__x: 1 })).toMatchObject({ type: "ok" });
+  });
+});
+
+describe("graceful shutdown", () => {
+  test("requests waiting behind a sign-in are answered before the 1001", async () => {
+    const m = manualArgon2();
+    t = await startApp({ config: { SEND_RATE: 1000, SEND_BURST: 1000 }, hasher: createArgon2Hasher({ concurrency: 1, queue: 10, argon2: m.argon2 }) });
+    await m.untilStarted(1);
+    m.finishNext(); // the dummy hash the account service makes at start
+    const s = await t.connect();
+    const signup = s.request({ type: "signup", username: "ada_down", password: "correct horse battery" });
+    const held = [s.request({ type: "join", room: "lobby" }), ...[1, 2, 3, 4, 5].map((i) => s.request({ type: "send", room: "lobby", body: `m${i}` }))];
+    await s.request({ type: "ping" }); // not held: its answer means every frame before it was read
+    await m.untilStarted(2);
+    const down = t.app.shutdown();
+    m.finishNext(); // the hash ends while the server is stopping
+    await down;
+    expect(await signup).toMatchObject({ type: "ok", user: { username: "ada_down" } });
+    const replies = await Promise.all(held);
+    expect(replies.map((r) => r.type)).toEqual(["ok", "ok", "ok", "ok", "ok", "ok"]);
+    expect(replies.slice(1).map((r) => r.seq)).toEqual([1, 2, 3, 4, 5]);
+    expect((await s.closed).code).toBe(1001);
   });
 });
