@@ -15,10 +15,28 @@ function post(msg: FromCheckpointer): void {
   self.postMessage(msg);
 }
 
+/** The last PASSIVE checkpoint's answer: frames in the WAL, and how many of them are copied. */
+let last = { log: 0, done: 0 };
+
+/**
+ * Frames this checkpoint copied. SQLite answers with running totals for the current
+ * WAL, so an idle WAL answers the same numbers every time: nothing new. Once a
+ * checkpoint has copied every frame, the next commit starts the WAL over (unless a
+ * reader holds an old snapshot), so any change after a full copy counts as a new WAL.
+ */
+function freshFrames(log: number, done: number): number {
+  const same = log === last.log && done === last.done;
+  const restarted = log < last.log || done < last.done || (last.done === last.log && last.log > 0);
+  const fresh = same ? 0 : restarted ? done : done - last.done;
+  last = { log, done };
+  return fresh;
+}
+
 function checkpoint(): void {
   try {
-    const r = db!.query<{ checkpointed: number }, []>("PRAGMA wal_checkpoint(PASSIVE)").get()!;
-    if (r.checkpointed > 0) post({ type: "checkpointed", frames: r.checkpointed });
+    const r = db!.query<{ log: number; checkpointed: number }, []>("PRAGMA wal_checkpoint(PASSIVE)").get()!;
+    const frames = freshFrames(r.log, r.checkpointed);
+    if (frames > 0) post({ type: "checkpointed", frames });
   } catch (err) {
     // SQLITE_BUSY from another checkpoint (a `backup` in another process, say): next time.
     post({ type: "error", message: err instanceof Error ? err.message : String(err), fatal: false });

@@ -34,8 +34,10 @@ test("the thread folds the WAL into the database while the server's connection s
   let copied = 0;
   let enough!: () => void;
   const allCopied = new Promise<void>((r) => (enough = r));
+  let onMore = () => {};
   const onCheckpoint = (frames: number) => {
     if ((copied += frames) > 700) enough();
+    onMore();
   };
   const cp = startCheckpointer({ client: s.client, path: s.path, sync: s.sync, log: silentLogger, intervalMs: 10, onCheckpoint });
   await cp.ready;
@@ -47,6 +49,22 @@ test("the thread folds the WAL into the database while the server's connection s
   expect(cp.stats.frames).toBeGreaterThan(700);
   // The pages are in the database file now, not only in the WAL.
   expect(statSync(s.path).size - before).toBeGreaterThan(2.5 * 2 ** 20);
+
+  // Idle: the checkpoints that find nothing new to copy are not counted. (About ten
+  // intervals: there is no event for a checkpoint that copied nothing.)
+  const idle = { ...cp.stats };
+  await Bun.sleep(100);
+  expect(cp.stats).toEqual(idle);
+  // The next write is counted once, its own frames only.
+  let more!: () => void;
+  const copiedMore = new Promise<void>((r) => (more = r));
+  const counted = copied;
+  onMore = () => {
+    if (copied - counted >= 350) more();
+  };
+  write(s, 1);
+  await copiedMore;
+  expect(cp.stats.frames - idle.frames).toBeLessThan(500);
 
   await cp.stop();
   expect(autocheckpoint(s)).toBe(1000);
