@@ -58,7 +58,12 @@ export const settings = {
     help: "password hashes computed at once (default: cores - 1, at least 1)",
   },
   HASH_QUEUE: { schema: int(0), default: "256", help: "sign-ins waiting for a hash slot before rate_limited" },
-  IDLE_TIMEOUT_S: { schema: int(0, 960), default: "120", help: "close connections silent this long (pings count)" },
+  IDLE_TIMEOUT_S: {
+    // uWebSockets checks timeouts every 4 s and refuses less than 8 (1-7 silently became 8).
+    schema: int(0, 960).refine((s) => s === 0 || s >= 8, "must be 0 (off) or 8 to 960"),
+    default: "120",
+    help: "close connections silent this long, pongs included; 0 never (8-960, checked every 4 s)",
+  },
 } as const;
 
 type Settings = typeof settings;

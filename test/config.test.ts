@@ -55,6 +55,11 @@ test("defaultConfig: a setting given as its text is parsed like the environment'
   expect(() => defaultConfig({ TRUSTED_PROXIES: "proxy.example" })).toThrow(ConfigError);
 });
 
+test("IDLE_TIMEOUT_S: 0 (off) or 8 to 960; 1 to 7 and 961 are refused", () => {
+  for (const ok of ["0", "8", "960"]) expect(loadConfig({ IDLE_TIMEOUT_S: ok }).config.IDLE_TIMEOUT_S).toBe(Number(ok));
+  for (const bad of ["1", "7", "961"]) expect(() => loadConfig({ IDLE_TIMEOUT_S: bad })).toThrow(ConfigError);
+});
+
 test("every setting has a flag", () => {
   for (const name of Object.keys(settings)) {
     const flag = `--${name.toLowerCase().replaceAll("_", "-")}`;
