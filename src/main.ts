@@ -130,7 +130,9 @@ async function serve(config: Config): Promise<void> {
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
   // Only now: whoever waits for this line may signal at once.
-  log.info("listening", { url: `http://${config.HOST}:${server.port}`, db: config.DB_PATH, version: pkg.version });
+  // An IPv6 host goes in brackets: http://[::]:8081.
+  const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;
+  log.info("listening", { url: `http://${host}:${server.port}`, db: config.DB_PATH, version: pkg.version });
 }
 
 const argv = process.argv.slice(2);

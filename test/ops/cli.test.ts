@@ -5,7 +5,7 @@ import { existsSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { settings } from "../../src/config.ts";
-import { cleanup, emptyFolderWithBinary, ensureBinary, Instance, ROOT, runOnce } from "./binary.ts";
+import { binaryTmp, cleanup, emptyFolderWithBinary, ensureBinary, Instance, ROOT, runOnce } from "./binary.ts";
 
 beforeAll(() => {
   ensureBinary();
@@ -117,6 +117,28 @@ test("flags mirror settings: --db-path takes effect over the default", async () 
     expect(existsSync(join(dir, "data"))).toBe(false);
   } finally {
     expect(await inst.stop()).toBe(0);
+  }
+});
+
+test("the listening line's url is a URL for an IPv6 host too (in brackets)", async () => {
+  const dir = emptyFolderWithBinary();
+  const proc = Bun.spawn(["./switchboard", "--host", "::1", "--port", "0", "--db-path", ":memory:"], {
+    cwd: dir,
+    env: { PATH: process.env.PATH ?? "", TMPDIR: binaryTmp() },
+    stderr: "pipe",
+  });
+  try {
+    let text = "";
+    for await (const chunk of proc.stderr) {
+      text += new TextDecoder().decode(chunk);
+      if (text.includes("\n")) break;
+    }
+    const url = String(JSON.parse(text.split("\n")[0]!).url);
+    expect(url).toMatch(/^http:\/\/\[::1\]:\d+$/);
+    expect(await (await fetch(`${url}/healthz`)).json()).toEqual({ status: "ok" });
+  } finally {
+    proc.kill("SIGTERM");
+    await proc.exited;
   }
 });
 
