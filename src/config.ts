@@ -55,7 +55,7 @@ export const settings = {
     schema: int(1, 64),
     // One core is left to the event loop, so that a storm of sign-ins does not stall others' messages.
     default: String(Math.max(1, availableParallelism() - 1)),
-    help: "password hashes computed at once (default: cores - 1, at least 1)",
+    help: "password hashes computed at once (cores - 1 here, at least 1)",
   },
   HASH_QUEUE: { schema: int(0), default: "256", help: "sign-ins waiting for a hash slot before rate_limited" },
   IDLE_TIMEOUT_S: {
