@@ -29,8 +29,11 @@ export interface ServerDeps {
 
 const json = (body: unknown, status = 200) => Response.json(body, { status });
 
-/** How long a graceful stop waits for sign-ins in progress (and what waits behind them). */
-const SIGN_IN_DRAIN_MS = 5_000;
+/**
+ * How long a graceful stop waits for sign-ins in progress (and what waits behind them):
+ * a hash takes tens of milliseconds, and the binary's whole stop has 2 s.
+ */
+const SIGN_IN_DRAIN_MS = 1_000;
 
 /** Is a browser at `origin` allowed to open a socket? Same origin, or listed. */
 export function originAllowed(origin: string | null, host: string | null, allowed: readonly string[]): boolean {
