@@ -132,7 +132,9 @@ async function serve(config: Config): Promise<void> {
   // Only now: whoever waits for this line may signal at once.
   // An IPv6 host goes in brackets: http://[::]:8081.
   const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;
-  log.info("listening", { url: `http://${host}:${server.port}`, db: config.DB_PATH, version: pkg.version });
+  // `migrated`: the migrations this start applied (an upgrade, or a new database).
+  const migrated = store.migrated.length > 0 ? { migrated: store.migrated } : {};
+  log.info("listening", { url: `http://${host}:${server.port}`, db: config.DB_PATH, version: pkg.version, ...migrated });
 }
 
 const argv = process.argv.slice(2);
@@ -159,8 +161,10 @@ switch (command) {
     await serve(config);
     break;
   case "migrate": {
-    openOrFail(config).close();
-    process.stdout.write(`migrated ${config.DB_PATH}\n`);
+    const store = openOrFail(config);
+    store.close();
+    const what = store.migrated.length > 0 ? `applied ${store.migrated.join(", ")}` : "up to date";
+    process.stdout.write(`migrated ${config.DB_PATH}: ${what}\n`);
     break;
   }
   case "backup": {

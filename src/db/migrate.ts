@@ -23,7 +23,30 @@ interface MigratableDb {
   session: unknown;
 }
 
-export function migrate(db: object, client: Database, migrations = embeddedMigrations): void {
+/** The `when` of the newest migration recorded in the database, or null for a new database. */
+function latestApplied(client: Database): number | null {
+  const table = client.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '__drizzle_migrations'").get();
+  if (!table) return null;
+  return client.query<{ at: number | null }, []>("SELECT max(created_at) AS at FROM __drizzle_migrations").get()?.at ?? null;
+}
+
+/**
+ * Applies the migrations the database does not have yet and returns their tags.
+ * Throws when the database has a migration newer than any of `migrations`: an older
+ * Switchboard on a database a newer one upgraded (drizzle would start it unchanged,
+ * on a schema it does not know).
+ */
+export function migrate(db: object, client: Database, migrations = embeddedMigrations): string[] {
+  const applied = latestApplied(client);
+  const newest = migrations.at(-1)?.when ?? 0;
+  if (applied !== null && applied > newest) {
+    const day = (ms: number) => new Date(ms).toISOString();
+    throw new Error(
+      `the database was migrated by a newer Switchboard (its latest migration is from ${day(applied)}, ` +
+        `this version knows migrations up to ${day(newest)}): run that version, or restore a backup made before the upgrade`,
+    );
+  }
+  const pending = migrations.filter((m) => applied === null || m.when > applied).map((m) => m.tag);
   client.run("PRAGMA foreign_keys = OFF");
   try {
     // drizzle's own bun-sqlite migrator does exactly this after reading a folder.
@@ -36,4 +59,5 @@ export function migrate(db: object, client: Database, migrations = embeddedMigra
   } finally {
     client.run("PRAGMA foreign_keys = ON");
   }
+  return pending;
 }

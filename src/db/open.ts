@@ -15,11 +15,13 @@ export interface Store {
   /** The file, or `:memory:` (which no other connection can open). */
   path: string;
   sync: DbSync;
+  /** The migrations applied when this store was opened (tags, oldest first). */
+  migrated: string[];
   close(): void;
 }
 
 function wrap(client: Database, path: string, sync: DbSync): Store {
-  return { db: drizzle({ client, schema }), client, path, sync, close: () => client.close() };
+  return { db: drizzle({ client, schema }), client, path, sync, migrated: [], close: () => client.close() };
 }
 
 function applyPragmas(client: Database, sync: DbSync, file: boolean): void {
@@ -42,7 +44,7 @@ export function openStore(path: string, sync: DbSync = "NORMAL"): Store {
   try {
     applyPragmas(client, sync, file);
     const store = wrap(client, path, sync);
-    migrate(store.db, client);
+    store.migrated = migrate(store.db, client);
     return store;
   } catch (e) {
     client.close();

@@ -62,3 +62,17 @@ test("a table-recreate migration does not cascade-delete child rows (foreign key
   expect(client.query("SELECT count(*) AS n FROM child").get()).toEqual({ n: 1 });
   expect(client.query("PRAGMA foreign_keys").get()).toEqual({ foreign_keys: 1 });
 });
+
+test("migrate returns the migrations it applied (none the second time), and refuses a database a newer version migrated", () => {
+  const client = new Database(":memory:");
+  const db = drizzle({ client });
+  const v1 = [{ tag: "0000_a", when: 1000, breakpoints: true, sql: "CREATE TABLE a (id integer PRIMARY KEY);" }];
+  const v2 = [...v1, { tag: "0001_b", when: 2000, breakpoints: true, sql: "CREATE TABLE b (id integer PRIMARY KEY);" }];
+  expect(migrate(db, client, v1)).toEqual(["0000_a"]);
+  expect(migrate(db, client, v1)).toEqual([]);
+  expect(migrate(db, client, v2)).toEqual(["0001_b"]);
+  // v1 again: the database has a migration v1 does not know. Refused, and nothing changed.
+  expect(() => migrate(db, client, v1)).toThrow(/migrated by a newer Switchboard/);
+  expect(client.query("SELECT count(*) AS n FROM __drizzle_migrations").get()).toEqual({ n: 2 });
+  expect(migrate(db, client, v2)).toEqual([]);
+});

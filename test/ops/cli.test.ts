@@ -93,9 +93,9 @@ test("without a writable TMPDIR, serve says so in one line; migrate needs no TMP
 test("migrate creates and migrates the database, is idempotent, and the embedded migrations match migrations/", async () => {
   const dir = emptyFolderWithBinary();
   const onDisk = readdirSync(join(ROOT, "migrations")).filter((f) => f.endsWith(".sql"));
-  for (let run = 0; run < 2; run++) {
-    expect(await runOnce(dir, ["migrate"])).toEqual({ code: 0, stdout: "migrated ./data/switchboard.db\n", stderr: "" });
-  }
+  const tags = onDisk.map((f) => f.replace(/\.sql$/, "")).sort();
+  expect(await runOnce(dir, ["migrate"])).toEqual({ code: 0, stdout: `migrated ./data/switchboard.db: applied ${tags.join(", ")}\n`, stderr: "" });
+  expect(await runOnce(dir, ["migrate"])).toEqual({ code: 0, stdout: "migrated ./data/switchboard.db: up to date\n", stderr: "" });
   const file = join(dir, "data/switchboard.db");
   expect(existsSync(`${file}-wal`)).toBe(false);
   const db = new Database(file, { readonly: true });
@@ -106,6 +106,23 @@ test("migrate creates and migrates the database, is idempotent, and the embedded
   } finally {
     db.close();
   }
+});
+
+test("a database migrated by a newer version is refused by migrate and serve, in one line, and left as it was", async () => {
+  const dir = emptyFolderWithBinary();
+  expect((await runOnce(dir, ["migrate"])).code).toBe(0);
+  const file = join(dir, "data/switchboard.db");
+  const db = new Database(file);
+  db.run("INSERT INTO __drizzle_migrations (hash, created_at) VALUES ('from-the-future', 4102444800000)");
+  db.close();
+  for (const args of [["migrate"], []]) {
+    const r = await runOnce(dir, args);
+    expect(r.code).toBe(1);
+    expect(r.stderr).toMatch(/^switchboard: DB_PATH: cannot open \.\/data\/switchboard\.db: the database was migrated by a newer Switchboard \(its latest migration is from 2100-01-01T00:00:00\.000Z[^\n]*restore a backup[^\n]*\n$/);
+  }
+  const after = new Database(file, { readonly: true });
+  expect(after.query("SELECT count(*) AS n FROM __drizzle_migrations").get()).toEqual({ n: readdirSync(join(ROOT, "migrations")).filter((f) => f.endsWith(".sql")).length + 1 });
+  after.close();
 });
 
 test("flags mirror settings: --db-path takes effect over the default", async () => {

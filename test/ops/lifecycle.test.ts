@@ -17,7 +17,7 @@ test("copied alone into an empty folder it creates ./data, migrates, serves, and
   const dir = emptyFolderWithBinary();
   expect(readdirSync(dir)).toEqual(["switchboard"]);
   const first = await start(dir);
-  expect((await first.waitFor("listening")).db).toBe("./data/switchboard.db");
+  expect(await first.waitFor("listening")).toMatchObject({ db: "./data/switchboard.db", migrated: ["0000_accounts", "0001_rooms"] });
   expect(existsSync(join(dir, "data/switchboard.db"))).toBe(true);
   expect(await (await fetch(`${first.url}/healthz`)).json()).toEqual({ status: "ok" });
 
@@ -32,6 +32,7 @@ test("copied alone into an empty folder it creates ./data, migrates, serves, and
   expect(await first.exited).toBe(0);
 
   const second = await start(dir);
+  expect((await second.waitFor("listening")).migrated).toBeUndefined(); // nothing new to apply
   const b = await connect(second);
   expect(await b.request({ type: "login", username: "ada", password: PASSWORD })).toMatchObject({
     type: "ok",
