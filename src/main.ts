@@ -83,7 +83,7 @@ async function serve(config: Config): Promise<void> {
   try {
     hasherModule = await import("./features/accounts/password.ts");
   } catch {
-    fail(`cannot load the argon2 native module: TMPDIR (${process.env.TMPDIR || "/tmp"}) must exist and be writable`);
+    fail(`cannot load the argon2 native module: TMPDIR (${process.env.TMPDIR || "/tmp"}) must exist, be writable and allow executing files (not noexec)`);
   }
   const store = openOrFail(config);
   const app = createServer({

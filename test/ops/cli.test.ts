@@ -86,7 +86,7 @@ test("without a writable TMPDIR, serve says so in one line; migrate needs no TMP
   const env = { TMPDIR: join(dir, "missing") };
   const serve = await runOnce(dir, ["--port", "0"], { env });
   expect(serve.code).toBe(1);
-  expect(serve.stderr).toMatch(/^switchboard: cannot load the argon2 native module: TMPDIR \([^)]*missing\) must exist and be writable\n$/);
+  expect(serve.stderr).toMatch(/^switchboard: cannot load the argon2 native module: TMPDIR \([^)]*missing\) must exist, be writable and allow executing files \(not noexec\)\n$/);
   expect((await runOnce(dir, ["migrate"], { env })).code).toBe(0);
 });
 
