@@ -161,6 +161,7 @@ switch (command) {
     await serve(config);
     break;
   case "migrate": {
+    if (args.length > 0) fail(`migrate takes no arguments (got ${args.join(" ")})`);
     const store = openOrFail(config);
     store.close();
     const what = store.migrated.length > 0 ? `applied ${store.migrated.join(", ")}` : "up to date";

@@ -163,4 +163,6 @@ test("unknown subcommand and stray arguments are one-line errors", async () => {
   const dir = emptyFolderWithBinary();
   expect(await runOnce(dir, ["serv"])).toEqual({ code: 1, stdout: "", stderr: 'switchboard: unknown command "serv" (see --help)\n' });
   expect(await runOnce(dir, ["backup"])).toEqual({ code: 1, stdout: "", stderr: "switchboard: usage: switchboard backup FILE\n" });
+  expect(await runOnce(dir, ["migrate", "now"])).toEqual({ code: 1, stdout: "", stderr: "switchboard: migrate takes no arguments (got now)\n" });
+  expect(await runOnce(dir, ["serve", "now"])).toEqual({ code: 1, stdout: "", stderr: "switchboard: serve takes no arguments (got now)\n" });
 });
