@@ -12,6 +12,7 @@ import { systemClock } from "./clock.ts";
 import { ConfigError, loadConfig, settingsHelp, type Config } from "./config.ts";
 import { openStore, type Store } from "./db/open.ts";
 import { backup } from "./db/backup.ts";
+import { lockDatabase, type InstanceLock } from "./db/instance-lock.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createServer } from "./server.ts";
 import { pageRoutes } from "./web/routes.ts";
@@ -40,6 +41,23 @@ function fail(message: string): never {
 }
 
 const reason = (e: unknown) => (e instanceof Error ? e.message : String(e)).split("\n")[0];
+
+/** The database's instance lock, held (and referenced, or the GC would close it) until exit. */
+let instanceLock: InstanceLock | null = null;
+
+/**
+ * Takes the database's instance lock (none for `:memory:`), or exits: another serve or
+ * migrate is using this database.
+ */
+function lockOrFail(config: Config): void {
+  if (config.DB_PATH === ":memory:") return;
+  try {
+    instanceLock = lockDatabase(config.DB_PATH);
+  } catch (e) {
+    fail(`DB_PATH: cannot open ${config.DB_PATH}: ${reason(e)}`);
+  }
+  if (!instanceLock) fail(`DB_PATH: ${config.DB_PATH} is in use by another switchboard (serve or migrate; it holds ${config.DB_PATH}.lock): stop it first`);
+}
 
 function openOrFail(config: Config): Store {
   try {
@@ -85,6 +103,7 @@ async function serve(config: Config): Promise<void> {
   } catch {
     fail(`cannot load the argon2 native module: TMPDIR (${process.env.TMPDIR || "/tmp"}) must exist, be writable and allow executing files (not noexec)`);
   }
+  lockOrFail(config);
   const store = openOrFail(config);
   const app = createServer({
     config,
@@ -119,6 +138,7 @@ async function serve(config: Config): Promise<void> {
       // Leave 200 ms of the deadline for closing the database and exiting.
       if (config.DB_PATH !== ":memory:") await checkpointWal(store.client, started + SHUTDOWN_DEADLINE_MS - 200, log);
       store.close();
+      instanceLock?.release();
       log.info("stopped", { ms: Math.round(performance.now() - started) });
       clearTimeout(deadline);
       process.exit(0);
@@ -162,6 +182,7 @@ switch (command) {
     break;
   case "migrate": {
     if (args.length > 0) fail(`migrate takes no arguments (got ${args.join(" ")})`);
+    lockOrFail(config);
     const store = openOrFail(config);
     store.close();
     const what = store.migrated.length > 0 ? `applied ${store.migrated.join(", ")}` : "up to date";

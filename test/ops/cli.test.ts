@@ -125,6 +125,25 @@ test("a database migrated by a newer version is refused by migrate and serve, in
   after.close();
 });
 
+test("one server per database: a second serve or migrate on it exits 1 in one line; after the stop it may", async () => {
+  const dir = emptyFolderWithBinary();
+  const first = await Instance.start(dir);
+  const inUse = /^switchboard: DB_PATH: \.\/data\/switchboard\.db is in use by another switchboard [^\n]*stop it first\n$/;
+  try {
+    const second = await runOnce(dir, ["--port", "0"]);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(inUse);
+    const migrate = await runOnce(dir, ["migrate"]);
+    expect(migrate.code).toBe(1);
+    expect(migrate.stderr).toMatch(inUse);
+    // A backup is fine while it serves.
+    expect((await runOnce(dir, ["backup", "copy.db"])).code).toBe(0);
+  } finally {
+    await first.stop();
+  }
+  expect(await runOnce(dir, ["migrate"])).toMatchObject({ code: 0, stderr: "" });
+});
+
 test("flags mirror settings: --db-path takes effect over the default", async () => {
   const dir = emptyFolderWithBinary();
   const inst = await Instance.start(dir, ["--db-path", "elsewhere/chat.db"]);
