@@ -1,5 +1,6 @@
 import { Database } from "bun:sqlite";
 import { existsSync, statSync } from "node:fs";
+import { dirname } from "node:path";
 
 /**
  * Writes a consistent copy of the database at `source` to `target` with `VACUUM INTO`,
@@ -10,6 +11,7 @@ export function backup(source: string, target: string): number {
   if (source === ":memory:") throw new Error("an in-memory database has nothing to back up");
   if (!existsSync(source)) throw new Error(`no database at ${source}`);
   if (existsSync(target)) throw new Error(`${target} exists; choose a new file`);
+  if (!existsSync(dirname(target))) throw new Error(`no folder ${dirname(target)} for ${target}; create it first`);
   const db = new Database(source, { readonly: true });
   try {
     db.run("PRAGMA busy_timeout = 5000");

@@ -74,6 +74,8 @@ test("backup while serving writes a copy that opens and holds the data; it refus
   const again = await runOnce(dir, ["backup", "snap.db"]);
   expect(again.code).toBe(1);
   expect(again.stderr).toBe("switchboard: snap.db exists; choose a new file\n");
+  const nowhere = await runOnce(dir, ["backup", "no/such/folder/snap.db"]);
+  expect(nowhere).toEqual({ code: 1, stdout: "", stderr: "switchboard: no folder no/such/folder for no/such/folder/snap.db; create it first\n" });
 });
 
 test("SIGTERM: queued sends get their ok, clients get 1001, the WAL is truncated, exit 0 within 2 s", async () => {
