@@ -146,6 +146,7 @@ export class Outbox {
     if (forget) {
       this.saved.state.outbox = [];
       this.saved.save(true);
+      this.written.clear();
     }
     const all = [...this.waiters.values()].flat();
     this.waiters.clear();
