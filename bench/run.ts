@@ -6,7 +6,8 @@
  *   npm run bench [-- <scenario|script>...] [--reps 5] [--seconds 2.5] [--warmup 1] [--no-pin]
  *
  * Every server and load generator runs in its own process on 127.0.0.1; each scenario
- * runs every side --warmup times unrecorded (default 1: JIT compilation), then repeats
+ * runs every side --warmup times unrecorded (default 1), and more while its server's JIT
+ * compilers stay busy (bench/lib/scenario.ts, `warmUp`), then repeats
  * its measurement --reps times, both sides back to back in alternating order.
  */
 import { existsSync } from "node:fs";
@@ -51,7 +52,7 @@ if (first && !scenarios.some((s) => s.name === first)) {
 const chosen = names.length ? scenarios.filter((s) => names.includes(s.name)) : scenarios;
 const o = cliOptions(argv);
 const opts = benchOptions(o);
-opts.log(`Switchboard benchmarks on ${machine()}; ${o.warmup} unrecorded warm-up and ${o.reps} recorded repetitions of ${o.seconds} s windows`);
+opts.log(`Switchboard benchmarks on ${machine()}; at least ${o.warmup} unrecorded warm-up (more while a server's JIT is busy) and ${o.reps} recorded repetitions of ${o.seconds} s windows`);
 const started = performance.now();
 const rows: Row[] = [];
 const placements: string[] = [];

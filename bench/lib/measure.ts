@@ -1,6 +1,6 @@
 /** The measurements the scenarios share, each one timed window of load from worker processes. */
 import { runLoad, split, type ConnSpec, type ServerProc, type WorkerResult, type WorkerSpec } from "./proc.ts";
-import { latencyFigures, type BenchOptions, type Figures } from "./scenario.ts";
+import { JIT_FIGURE, latencyFigures, type BenchOptions, type Figures } from "./scenario.ts";
 
 function total(rs: WorkerResult[], key: "acks" | "deliveries" | "errors" | "closed"): number {
   return rs.reduce((n, r) => n + r[key], 0);
@@ -15,7 +15,7 @@ function check(what: string, rs: WorkerResult[], opts: BenchOptions): void {
   }
 }
 
-function rates(rs: WorkerResult[], serverCpuMs: number, server: ServerProc | undefined): Figures {
+function rates(rs: WorkerResult[], serverCpuMs: number, serverJitMs: number, server: ServerProc | undefined): Figures {
   const secs = Math.max(...rs.map((r) => r.elapsedMs)) / 1000;
   const acks = total(rs, "acks");
   return {
@@ -23,7 +23,7 @@ function rates(rs: WorkerResult[], serverCpuMs: number, server: ServerProc | und
     "deliveries/s": total(rs, "deliveries") / secs,
     ...latencyFigures(rs.flatMap((r) => r.lat)),
     ...(server
-      ? { "cpu us/msg": (serverCpuMs * 1000) / acks, "cpu us/delivery": (serverCpuMs * 1000) / total(rs, "deliveries"), "busy %": busy(serverCpuMs, secs) }
+      ? { "cpu us/msg": (serverCpuMs * 1000) / acks, "cpu us/delivery": (serverCpuMs * 1000) / total(rs, "deliveries"), "busy %": busy(serverCpuMs, secs), [JIT_FIGURE]: busy(serverJitMs, secs) }
       : {}),
   };
 }
@@ -78,9 +78,9 @@ export async function measureRoom(load: RoomLoad, opts: BenchOptions): Promise<F
     body: load.body,
     ...(load.rate ? { rate: load.rate } : {}),
   }));
-  const { results: rs, serverCpuMs } = await runLoad(specs, load.server);
+  const { results: rs, serverCpuMs, serverJitMs } = await runLoad(specs, load.server);
   check(`room load on ${load.url}`, rs, opts);
-  return rates(rs, serverCpuMs, load.server);
+  return rates(rs, serverCpuMs, serverJitMs, load.server);
 }
 
 export interface RpcLoad {
@@ -111,13 +111,13 @@ export async function measureRpc(load: RpcLoad, opts: BenchOptions): Promise<Fig
     ...(load.historyMaxSeq ? { historyMaxSeq: load.historyMaxSeq } : {}),
     ...(load.username ? { username: load.username, password: load.password ?? "" } : {}),
   }));
-  const { results: rs, serverCpuMs } = await runLoad(specs, load.server);
+  const { results: rs, serverCpuMs, serverJitMs } = await runLoad(specs, load.server);
   check(`${load.rpc} load on ${load.url}`, rs, opts);
   const secs = Math.max(...rs.map((r) => r.elapsedMs)) / 1000;
   const acks = total(rs, "acks");
   return {
     "req/s": acks / secs,
     ...latencyFigures(rs.flatMap((r) => r.lat)),
-    ...(load.server ? { "cpu us/req": (serverCpuMs * 1000) / acks, "busy %": busy(serverCpuMs, secs) } : {}),
+    ...(load.server ? { "cpu us/req": (serverCpuMs * 1000) / acks, "busy %": busy(serverCpuMs, secs), [JIT_FIGURE]: busy(serverJitMs, secs) } : {}),
   };
 }

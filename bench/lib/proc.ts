@@ -3,7 +3,7 @@
  * its own process (Bun.spawn), talks JSON lines on stdout, and is stopped by us.
  */
 import type { Subprocess } from "bun";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
+import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { cpus, tmpdir } from "node:os";
 import { join, resolve } from "node:path";
 
@@ -118,16 +118,41 @@ export interface ServerProc {
   rssKiB(): number;
   /** CPU time the server process has used so far (user + system), in ms. */
   cpuMs(): number;
+  /** CPU time its JIT compiler threads have used so far, in ms (0 where they cannot be told apart: node). */
+  jitMs(): number;
   stop(): Promise<void>;
 }
 
 const TICKS_PER_S = 100; // USER_HZ on Linux
 
-export function cpuMs(pid: number): number {
+export function cpuMs(pid: number | string): number {
   const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
   // Fields after the command name, which is in parentheses and may hold spaces.
   const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
   return ((Number(fields[11]) + Number(fields[12])) * 1000) / TICKS_PER_S;
+}
+
+/**
+ * CPU time, in ms, of the threads JavaScriptCore names `JITWorker` (its DFG and FTL
+ * compilers): while they still work, a Bun server is not yet in its steady state.
+ */
+export function jitMs(pid: number): number {
+  let ms = 0;
+  let tasks: string[];
+  try {
+    tasks = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return 0; // gone
+  }
+  for (const tid of tasks) {
+    try {
+      if (!readFileSync(`/proc/${pid}/task/${tid}/comm`, "utf8").startsWith("JITWorker")) continue;
+      ms += cpuMs(`${pid}/task/${tid}`);
+    } catch {
+      // the thread ended between the listing and the read
+    }
+  }
+  return ms;
 }
 
 export function rssKiB(pid: number): number {
@@ -221,6 +246,7 @@ export async function startSwitchboard(opts: {
     url: `ws://${HOST}:${port}/ws`,
     rssKiB: () => rssKiB(proc.pid),
     cpuMs: () => cpuMs(proc.pid),
+    jitMs: () => jitMs(proc.pid),
     stop: () => stopProc(proc),
   };
 }
@@ -239,7 +265,7 @@ export async function startBenchServer(name: string, script: string, args: Recor
     }
   });
   const url = script.startsWith("sio") ? `http://${HOST}:${port}` : `ws://${HOST}:${port}/ws`;
-  return { name, pid: proc.pid, url, rssKiB: () => rssKiB(proc.pid), cpuMs: () => cpuMs(proc.pid), stop: () => stopProc(proc) };
+  return { name, pid: proc.pid, url, rssKiB: () => rssKiB(proc.pid), cpuMs: () => cpuMs(proc.pid), jitMs: () => jitMs(proc.pid), stop: () => stopProc(proc) };
 }
 
 /** A fresh temporary folder, removed by `dispose`. */
@@ -371,12 +397,17 @@ export async function startWorkers(specs: WorkerSpec[], readyTimeoutMs = 60_000)
  * Runs one timed window of load and returns every worker's result, with the CPU time
  * `server` used during the window (sampled by our own clock around it).
  */
-export async function runLoad(specs: WorkerSpec[], server?: ServerProc): Promise<{ results: WorkerResult[]; serverCpuMs: number }> {
+export async function runLoad(
+  specs: WorkerSpec[],
+  server?: ServerProc,
+): Promise<{ results: WorkerResult[]; serverCpuMs: number; serverJitMs: number }> {
   const w = await startWorkers(specs);
   const c0 = server?.cpuMs() ?? 0;
+  const j0 = server?.jitMs() ?? 0;
   await sleep(Math.max(...specs.map((s) => s.durationMs)));
   const c1 = server?.cpuMs() ?? 0;
-  return { results: await w.results(), serverCpuMs: c1 - c0 };
+  const j1 = server?.jitMs() ?? 0;
+  return { results: await w.results(), serverCpuMs: c1 - c0, serverJitMs: j1 - j0 };
 }
 
 /** Splits `items` into `n` nearly equal parts, round robin. */

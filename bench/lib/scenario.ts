@@ -7,9 +7,12 @@ export interface BenchOptions {
   /** Repetitions; each runs every side once, back to back, in alternating order. */
   reps: number;
   /**
-   * Unrecorded runs of every side before the repetitions: the first window pays for JIT
-   * compilation (a Switchboard server's JIT thread used 17 µs of CPU per message in its
-   * first fan-out window, 2-5 µs in later ones; a raw server has far less code to compile).
+   * Unrecorded runs of every side before the repetitions, at least: a side whose server's
+   * JIT compilers were still busy in its last one (see `warmUp`) runs again. The first
+   * windows pay for compilation: a Switchboard server's JIT threads used 17 µs of CPU
+   * per message in its first fan-out window and still recompiled in its third (its
+   * request mix changes at each window's sign-ins and joins); a raw server has far less
+   * code to compile.
    */
   warmup: number;
   /** Length of one timed measurement window. */
@@ -51,10 +54,33 @@ export interface Scenario {
 /** One measurement of one side: named figures (e.g. msgs/s, p50). */
 export type Figures = Record<string, number>;
 
+/** The figure for the CPU the server's JIT compilers used in a window, as a percentage of one core. */
+export const JIT_FIGURE = "jit %";
+/** A side is warm once its server's JIT compilers used less than this (percent of one core) in a window. */
+export const JIT_SETTLED_PCT = 1;
+/** Warm-up runs of one side, at most, past `warmup`, however busy its JIT stays. */
+export const EXTRA_WARMUP = 4;
+
 /**
- * Runs `warmup` unrecorded rounds, then `reps` repetitions; in each, every side is
- * measured back to back, in forward order on even repetitions and reverse order on odd
- * ones, so that neither side always runs on a warmer (or more tired) machine.
+ * Runs `side` unrecorded `min` times, then again while its server's JIT compilers were
+ * busier than JIT_SETTLED_PCT in the last run (at most EXTRA_WARMUP more): measuring a
+ * server still compiling measures its compiler. Returns the JIT figure of each run.
+ */
+async function warmUp(side: () => Promise<Figures>, min: number): Promise<number[]> {
+  const jit: number[] = [];
+  for (let i = 0; i < min + EXTRA_WARMUP; i++) {
+    const j = (await side())[JIT_FIGURE] ?? 0;
+    jit.push(j);
+    if (i + 1 >= min && j < JIT_SETTLED_PCT) break;
+  }
+  return jit;
+}
+
+/**
+ * Warms every side up (`warmUp`: at least `warmup` unrecorded runs, more while its JIT
+ * is busy), then runs `reps` repetitions; in each, every side is measured back to back,
+ * in forward order on even repetitions and reverse order on odd ones, so that neither
+ * side always runs on a warmer (or more tired) machine.
  */
 export async function pairwise(
   opts: BenchOptions,
@@ -63,9 +89,13 @@ export async function pairwise(
 ): Promise<Record<SideName, Figures[]>> {
   const names = Object.keys(sides) as SideName[];
   const out: Record<SideName, Figures[]> = { switchboard: [], raw: [], "socket.io": [] };
-  for (let w = 0; w < opts.warmup; w++) {
-    for (const name of names) await sides[name]!();
-    opts.log(`  ${label} warm-up ${w + 1}/${opts.warmup} done (not recorded)`);
+  if (opts.warmup > 0) {
+    const warm: string[] = [];
+    for (const name of names) {
+      const jit = await warmUp(sides[name]!, opts.warmup);
+      warm.push(`${name} ${jit.length} (jit % ${jit.map((j) => j.toFixed(1)).join(", ")})`);
+    }
+    opts.log(`  ${label} warm-up runs, not recorded: ${warm.join(" | ")}`);
   }
   for (let rep = 0; rep < opts.reps; rep++) {
     const order = rep % 2 === 0 ? names : [...names].reverse();
