@@ -3,6 +3,7 @@
  * exposition format at `GET /metrics`. Plain objects: no registry library needed
  * for a handful of series.
  */
+import type { CheckpointStats } from "./db/checkpointer.ts";
 import { ErrorCode, requestTypes } from "./protocol/index.ts";
 
 const LATENCY_BUCKETS_MS = [0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 2500];
@@ -39,7 +40,7 @@ export class Metrics {
     }
   }
 
-  render(gauges: { rooms: number; dbBytes: number; roomsLoaded: number; checkpoints: { checkpoints: number; frames: number } }): string {
+  render(gauges: { rooms: number; dbBytes: number; roomsLoaded: number; checkpoints: CheckpointStats }): string {
     const out: string[] = [];
     const family = (name: string, type: string, help: string) => out.push(`# HELP ${name} ${help}`, `# TYPE ${name} ${type}`);
     const esc = (v: string) => v.replace(/\\/g, "\\\\").replace(/"/g, '\\"').replace(/\n/g, "\\n");
@@ -76,6 +77,8 @@ export class Metrics {
     out.push(`switchboard_wal_checkpoints_total ${gauges.checkpoints.checkpoints}`);
     family("switchboard_wal_checkpointed_frames_total", "counter", "WAL frames the checkpointer thread copied back into the database.");
     out.push(`switchboard_wal_checkpointed_frames_total ${gauges.checkpoints.frames}`);
+    family("switchboard_wal_truncations_total", "counter", "Times the checkpointer thread emptied a WAL that had grown past 64 MiB under writes that never paused.");
+    out.push(`switchboard_wal_truncations_total ${gauges.checkpoints.truncations}`);
     return out.join("\n") + "\n";
   }
 }

@@ -7,16 +7,32 @@ const AUTOCHECKPOINT_PAGES = 1000;
 /** How long `stop` waits for the thread to close its connection before ending it. */
 const STOP_WAIT_MS = 500;
 
-export type ToCheckpointer = { type: "start"; path: string; sync: DbSync; intervalMs: number } | { type: "stop" };
+/**
+ * WAL frames (pages of 4 KiB) past which the thread empties the WAL with a TRUNCATE
+ * checkpoint: 64 MiB. Writes that never pause would grow it without end (see the worker).
+ */
+export const TRUNCATE_FRAMES = 16_384;
+
+export type ToCheckpointer = { type: "start"; path: string; sync: DbSync; intervalMs: number; truncateFrames: number } | { type: "stop" };
 export type FromCheckpointer =
   | { type: "started" }
   | { type: "checkpointed"; frames: number }
+  /** A TRUNCATE checkpoint emptied a WAL of `frames` frames. */
+  | { type: "truncated"; frames: number }
+  /** A TRUNCATE checkpoint gave up (a reader stayed in the WAL); the next is `retryInMs` away. */
+  | { type: "truncate_deferred"; frames: number; retryInMs: number }
   | { type: "error"; message: string; fatal: boolean }
   | { type: "stopped" };
 
+export interface CheckpointStats {
+  checkpoints: number;
+  frames: number;
+  truncations: number;
+}
+
 export interface Checkpointer {
-  /** Checkpoints that copied frames, and the frames they copied (for /metrics). */
-  readonly stats: { checkpoints: number; frames: number };
+  /** Checkpoints that copied frames, the frames they copied, and the WALs emptied past TRUNCATE_FRAMES (for /metrics). */
+  readonly stats: CheckpointStats;
   /** Resolves once the thread has started (or failed and handed checkpoints back). */
   readonly ready: Promise<void>;
   /** Ends the thread and hands checkpoints back to the server's connection. */
@@ -53,11 +69,13 @@ export function startCheckpointer(opts: {
   sync: DbSync;
   log: Logger;
   intervalMs?: number;
+  /** WAL frames past which it is emptied (TRUNCATE_FRAMES unless a test asks for fewer). */
+  truncateFrames?: number;
   /** Called after each checkpoint that copied frames. */
   onCheckpoint?: (frames: number) => void;
 }): Checkpointer {
   const { client, path, sync, log } = opts;
-  const stats = { checkpoints: 0, frames: 0 };
+  const stats: CheckpointStats = { checkpoints: 0, frames: 0, truncations: 0 };
   let stopped = false;
   let onStopped: (() => void) | null = null;
   let onReady: () => void = () => {};
@@ -95,6 +113,13 @@ export function startCheckpointer(opts: {
         stats.frames += msg.frames;
         opts.onCheckpoint?.(msg.frames);
         return;
+      case "truncated":
+        stats.truncations++;
+        log.debug("wal_truncated", { frames: msg.frames });
+        return;
+      case "truncate_deferred":
+        log.info("wal_truncate_deferred", { frames: msg.frames, why: "a reader stayed in the WAL", retryInMs: msg.retryInMs });
+        return;
       case "error":
         if (!msg.fatal) return log.warn("checkpoint_failed", { err: msg.message });
         log.error("checkpointer_failed", { err: msg.message, fallback: "the server's connection checkpoints" });
@@ -111,7 +136,13 @@ export function startCheckpointer(opts: {
     if (!stopped) log.error("checkpointer_failed", { err: "thread exited", fallback: "the server's connection checkpoints" });
     finish();
   });
-  worker.postMessage({ type: "start", path, sync, intervalMs: opts.intervalMs ?? 200 } satisfies ToCheckpointer);
+  worker.postMessage({
+    type: "start",
+    path,
+    sync,
+    intervalMs: opts.intervalMs ?? 200,
+    truncateFrames: opts.truncateFrames ?? TRUNCATE_FRAMES,
+  } satisfies ToCheckpointer);
 
   return {
     stats,

@@ -1,5 +1,6 @@
 import { afterEach, expect, test } from "bun:test";
-import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { Database } from "bun:sqlite";
+import { existsSync, mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { startCheckpointer } from "../../src/db/checkpointer.ts";
@@ -69,6 +70,86 @@ test("the thread folds the WAL into the database while the server's connection s
   await cp.stop();
   expect(autocheckpoint(s)).toBe(1000);
   await cp.stop(); // twice is fine
+});
+
+/**
+ * A server under writes that never pause: a small commit, then 100 µs of other work
+ * (publishing, replies), `turns` times, so that every PASSIVE checkpoint ends with newer
+ * commits behind it. Returns the rows written and the WAL's largest size seen.
+ */
+async function writeWithoutPause(s: Store, turns: number): Promise<{ rows: number; maxWal: number }> {
+  s.client.run("CREATE TABLE IF NOT EXISTS filler (b BLOB)");
+  const insert = s.client.prepare("INSERT INTO filler (b) VALUES (randomblob(200))");
+  const commit = s.client.transaction(() => {
+    for (let i = 0; i < 8; i++) insert.run();
+  });
+  const wal = `${s.path}-wal`;
+  let maxWal = 0;
+  for (let turn = 0; turn < turns; turn++) {
+    commit();
+    if (turn % 16 === 0 && existsSync(wal)) maxWal = Math.max(maxWal, statSync(wal).size);
+    const busyUntil = performance.now() + 0.1;
+    while (performance.now() < busyUntil) {
+      // the rest of the turn's work, without the write lock
+    }
+    await new Promise<void>((r) => setImmediate(r));
+  }
+  return { rows: turns * 8, maxWal };
+}
+const walBytes = (s: Store) => (existsSync(`${s.path}-wal`) ? statSync(`${s.path}-wal`).size : 0);
+
+/** Commits: each adds at least one 4 KiB page, so 12 MiB or more in all. */
+const TURNS = 3000;
+
+test("under writes that never pause, a WAL past truncateFrames is emptied instead of growing", async () => {
+  const s = fileStore();
+  const truncateFrames = 256; // 1 MiB
+  const cp = startCheckpointer({ client: s.client, path: s.path, sync: s.sync, log: silentLogger, intervalMs: 5, truncateFrames });
+  await cp.ready;
+  const { rows, maxWal } = await writeWithoutPause(s, TURNS);
+  await Bun.sleep(20); // the thread's messages
+  // Without the TRUNCATE (truncateFrames: Infinity) the same writes left a WAL of 19 MiB
+  // on an idle machine; with two busy processes beside it, 7-19 MiB, as checkpoints then
+  // sometimes finish between two commits. So this count is what tells.
+  expect(cp.stats.truncations).toBeGreaterThan(0);
+  // Emptied past 1 MiB, it holds what the writes add while the thread waits its turn
+  // (5 ms, and longer on a loaded machine): generously bounded.
+  expect(maxWal).toBeLessThan(6 * 2 ** 20);
+  expect(walBytes(s)).toBeLessThan(6 * 2 ** 20);
+  // Nothing was lost on the way.
+  expect(s.client.query<{ n: number }, []>("SELECT count(*) AS n FROM filler").get()!.n).toBe(rows);
+  await cp.stop();
+});
+
+test("a reader that stays in the WAL defers the TRUNCATE, which holds commits back briefly, not for its whole wait", async () => {
+  const s = fileStore();
+  const lines: Array<Record<string, unknown>> = [];
+  const log = createLogger("debug", (line) => lines.push(JSON.parse(line)));
+  const cp = startCheckpointer({ client: s.client, path: s.path, sync: s.sync, log, intervalMs: 5, truncateFrames: 64 });
+  await cp.ready;
+  s.client.run("CREATE TABLE filler (b BLOB)");
+  const insert = s.client.prepare("INSERT INTO filler (b) VALUES (randomblob(200))");
+  insert.run();
+  // Another connection holds a snapshot open, as `backup` (VACUUM INTO) does for seconds.
+  const reader = new Database(s.path, { readonly: true });
+  reader.run("BEGIN");
+  reader.query("SELECT count(*) FROM filler").get();
+  const deferred = () => lines.some((l) => l.event === "wal_truncate_deferred");
+  let longest = 0;
+  for (let turn = 0; turn < 20_000 && !deferred(); turn++) {
+    const t0 = performance.now();
+    insert.run();
+    longest = Math.max(longest, performance.now() - t0);
+    await new Promise<void>((r) => setImmediate(r));
+  }
+  expect(lines.find((l) => l.event === "wal_truncate_deferred")).toMatchObject({ level: "info", retryInMs: 10_000 });
+  expect(cp.stats.truncations).toBe(0);
+  // It gave up after 50 ms of waiting for the reader. With the connection's own 1 s
+  // busy timeout, the commit behind it waited a second, again every round.
+  expect(longest).toBeLessThan(500);
+  reader.run("COMMIT");
+  reader.close();
+  await cp.stop();
 });
 
 test("without the thread the same writes stay in the WAL (the test above is not checkpointed by the server)", () => {
