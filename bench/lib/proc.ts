@@ -118,7 +118,7 @@ export interface ServerProc {
   rssKiB(): number;
   /** CPU time the server process has used so far (user + system), in ms. */
   cpuMs(): number;
-  /** CPU time its JIT compiler threads have used so far, in ms (0 where they cannot be told apart: node). */
+  /** CPU time its JavaScriptCore JIT compiler threads have used so far, in ms (every server here runs on Bun). */
   jitMs(): number;
   stop(): Promise<void>;
 }
