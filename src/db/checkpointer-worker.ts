@@ -5,6 +5,7 @@
  * has grown past `truncateFrames` (see `truncate`).
  */
 import { Database } from "bun:sqlite";
+import { closeSync, openSync, readSync } from "node:fs";
 import type { FromCheckpointer, ToCheckpointer } from "./checkpointer.ts";
 
 declare const self: Worker;
@@ -18,20 +19,43 @@ function post(msg: FromCheckpointer): void {
   self.postMessage(msg);
 }
 
-/** The last PASSIVE checkpoint's answer: frames in the WAL, and how many of them are copied. */
-let last = { log: 0, done: 0 };
+/** The WAL file, whose header tells one WAL from the next. */
+let walPath = "";
+const walHeader = Buffer.alloc(16);
+
+/**
+ * The WAL's generation: the checkpoint sequence number in its header (bytes 12-15),
+ * which SQLite increments each time the WAL starts over; -1 while the file is empty
+ * (after a TRUNCATE) or missing.
+ */
+function walGeneration(): number {
+  let fd: number | undefined;
+  try {
+    fd = openSync(walPath, "r");
+    return readSync(fd, walHeader, 0, 16, 0) === 16 ? walHeader.readUInt32BE(12) : -1;
+  } catch {
+    return -1;
+  } finally {
+    if (fd !== undefined) closeSync(fd);
+  }
+}
+
+/** The last PASSIVE checkpoint's answer: the WAL's generation, its frames, and how many of them are copied. */
+let last = { gen: -1, log: 0, done: 0 };
 
 /**
  * Frames this checkpoint copied. SQLite answers with running totals for the current
- * WAL, so an idle WAL answers the same numbers every time: nothing new. Once a
- * checkpoint has copied every frame, the next commit starts the WAL over (unless a
- * reader holds an old snapshot), so any change after a full copy counts as a new WAL.
+ * WAL, so a WAL that went on counts from the last answer, and a new one from zero.
+ * A full copy does not mean a new WAL: a commit that began before the copy finished
+ * appends to the old one (counting that case as new counted each frame up to 20 times
+ * under writes that never pause). The generation is read before the checkpoint; a
+ * WAL that starts over in between has fewer frames than the last answer, which the
+ * comparison catches.
  */
-function freshFrames(log: number, done: number): number {
-  const same = log === last.log && done === last.done;
-  const restarted = log < last.log || done < last.done || (last.done === last.log && last.log > 0);
-  const fresh = same ? 0 : restarted ? done : done - last.done;
-  last = { log, done };
+function freshFrames(gen: number, log: number, done: number): number {
+  const sameWal = gen === last.gen && log >= last.log && done >= last.done;
+  const fresh = sameWal ? done - last.done : done;
+  last = { gen, log, done };
   return fresh;
 }
 
@@ -47,8 +71,9 @@ let nextTruncateAt = 0;
 
 function checkpoint(): void {
   try {
+    const gen = walGeneration();
     const r = db!.query<CheckpointResult, []>("PRAGMA wal_checkpoint(PASSIVE)").get()!;
-    const frames = freshFrames(r.log, r.checkpointed);
+    const frames = freshFrames(gen, r.log, r.checkpointed);
     if (frames > 0) post({ type: "checkpointed", frames });
     if (r.log >= truncateFrames && performance.now() >= nextTruncateAt) truncate(r);
   } catch (err) {
@@ -82,7 +107,7 @@ function truncate(passive: CheckpointResult): void {
   // The frames after the PASSIVE checkpoint's copy, as far as it saw them: a commit in
   // between adds a few more that are not counted.
   const frames = passive.log - passive.checkpointed;
-  last = { log: 0, done: 0 };
+  last = { gen: -1, log: 0, done: 0 };
   post({ type: "truncated", frames: passive.log });
   if (frames > 0) post({ type: "checkpointed", frames });
 }
@@ -99,6 +124,7 @@ self.addEventListener("message", (e: MessageEvent<ToCheckpointer>) => {
       return;
     }
     truncateFrames = msg.truncateFrames;
+    walPath = `${msg.path}-wal`;
     timer = setInterval(checkpoint, msg.intervalMs);
     post({ type: "started" });
   } else {

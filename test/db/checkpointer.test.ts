@@ -96,6 +96,7 @@ async function writeWithoutPause(s: Store, turns: number): Promise<{ rows: numbe
   }
   return { rows: turns * 8, maxWal };
 }
+type CheckpointResult = { busy: number; log: number; checkpointed: number };
 const walBytes = (s: Store) => (existsSync(`${s.path}-wal`) ? statSync(`${s.path}-wal`).size : 0);
 
 /** Commits: each adds at least one 4 KiB page, so 12 MiB or more in all. */
@@ -118,6 +119,42 @@ test("under writes that never pause, a WAL past truncateFrames is emptied instea
   expect(walBytes(s)).toBeLessThan(6 * 2 ** 20);
   // Nothing was lost on the way.
   expect(s.client.query<{ n: number }, []>("SELECT count(*) AS n FROM filler").get()!.n).toBe(rows);
+  await cp.stop();
+});
+
+test("the frames counted are the frames written, under writes that race the checkpoints", async () => {
+  // The truth: the same writes with nobody checkpointing leave every frame in one WAL.
+  const a = fileStore();
+  a.client.run("PRAGMA wal_autocheckpoint = 0");
+  await writeWithoutPause(a, 1500);
+  const written = a.client.query<CheckpointResult, []>("PRAGMA wal_checkpoint(PASSIVE)").get()!.log;
+  a.close();
+  store = undefined;
+  rmSync(dir, { recursive: true, force: true });
+
+  // Now with the thread: a commit often begins before a checkpoint that copies every
+  // frame has finished, and then the WAL goes on instead of starting over.
+  const s = fileStore();
+  let settled!: () => void;
+  const done = new Promise<void>((r) => (settled = r));
+  let writing = true;
+  const cp = startCheckpointer({
+    client: s.client,
+    path: s.path,
+    sync: s.sync,
+    log: silentLogger,
+    intervalMs: 5,
+    onCheckpoint: () => {
+      if (!writing && cp.stats.frames >= written) settled();
+    },
+  });
+  await cp.ready;
+  await writeWithoutPause(s, 1500);
+  writing = false;
+  await Promise.race([done, Bun.sleep(1000)]);
+  await Bun.sleep(30); // a few more rounds: nothing more may be counted
+  // Counted once each: not the WAL's running total again after every full copy.
+  expect(cp.stats.frames).toBe(written);
   await cp.stop();
 });
 
