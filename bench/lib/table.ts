@@ -1,11 +1,24 @@
 /** The one results table: medians with spread, pairwise ratio, target, pass/fail. */
-import { passes, type Row } from "./scenario.ts";
+import { passes, type Row, type Target } from "./scenario.ts";
 import { fmt, median, spread } from "./stats.ts";
 
 function targetText(r: Row): string {
   if (!r.target) return "";
   const what = r.target.of === "ratio" ? "" : ` ${r.unit.split(" ")[0]}`;
   return `${r.target.op} ${r.target.value}${r.target.of === "ratio" ? "x" : what}`;
+}
+
+/**
+ * The median ratio with three decimals, or more when three would put it on the other
+ * side of its target (0.8996 is not "0.900x" against ">= 0.9x": it misses).
+ */
+export function ratioFigure(x: number, target?: Target): string {
+  let digits = 3;
+  if (target?.of === "ratio") {
+    const holds = (v: number) => (target.op === ">=" ? v >= target.value : v <= target.value);
+    while (digits < 8 && holds(Number(x.toFixed(digits))) !== holds(x)) digits++;
+  }
+  return x.toFixed(digits);
 }
 
 export function table(rows: Row[]): string {
@@ -18,7 +31,7 @@ export function table(rows: Row[]): string {
       spread(r.switchboard),
       spread(r.raw),
       r.sio ? spread(r.sio) : "",
-      r.ratios.length ? `${median(r.ratios).toFixed(3)}x [${fmt(Math.min(...r.ratios))}–${fmt(Math.max(...r.ratios))}]` : "",
+      r.ratios.length ? `${ratioFigure(median(r.ratios), r.target)}x [${fmt(Math.min(...r.ratios))}–${fmt(Math.max(...r.ratios))}]` : "",
       targetText(r),
       ok === undefined ? "" : ok ? "pass" : "FAIL",
     ];

@@ -1,7 +1,8 @@
-/** The benchmark's repetition loop: warm-up until the JIT settles, then alternating pairs. */
+/** The benchmark's repetition loop (warm-up until the JIT settles, then alternating pairs) and its results table. */
 import { describe, expect, test } from "bun:test";
 import { cpuMs, jitMs } from "../../bench/lib/proc.ts";
-import { EXTRA_WARMUP, JIT_FIGURE, JIT_SETTLED_PCT, pairwise, type BenchOptions, type Figures } from "../../bench/lib/scenario.ts";
+import { EXTRA_WARMUP, JIT_FIGURE, JIT_SETTLED_PCT, pairwise, type BenchOptions, type Figures, type Row } from "../../bench/lib/scenario.ts";
+import { ratioFigure, table } from "../../bench/lib/table.ts";
 
 /** A side whose runs report these JIT figures in turn (then 0), recording each call. */
 function side(name: string, jit: number[], calls: string[]): () => Promise<Figures> {
@@ -71,5 +72,31 @@ describe("jitMs", () => {
     expect(jit).toBeGreaterThanOrEqual(0);
     expect(jit).toBeLessThanOrEqual(cpuMs(process.pid));
     expect(jitMs(2 ** 22 + 1)).toBe(0); // above the kernel's pid_max limit: never a process
+  });
+});
+
+describe("the results table", () => {
+  const ratioRow = (ratios: number[]): Row => ({
+    scenario: "fanout",
+    unit: "deliveries/s",
+    switchboard: ratios,
+    raw: ratios.map(() => 1),
+    ratios,
+    target: { of: "ratio", op: ">=", value: 0.9 },
+  });
+
+  test("a ratio that misses its target by less than the third decimal does not print as meeting it", () => {
+    const t = table([ratioRow([0.8996, 0.8, 1.1])]);
+    expect(t).toContain("0.8996x");
+    expect(t).toContain("FAIL");
+    expect(ratioFigure(0.89999, { of: "ratio", op: ">=", value: 0.9 })).toBe("0.89999");
+  });
+
+  test("otherwise three decimals, as before", () => {
+    const t = table([ratioRow([0.9004, 0.8, 1.1])]);
+    expect(t).toContain("0.900x");
+    expect(t).toContain("pass");
+    expect(ratioFigure(1.0004, { of: "ratio", op: "<=", value: 1 })).toBe("1.0004");
+    expect(ratioFigure(0.8996)).toBe("0.900");
   });
 });
