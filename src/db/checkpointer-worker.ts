@@ -47,7 +47,7 @@ let last = { gen: -1, log: 0, done: 0 };
  * Frames this checkpoint copied. SQLite answers with running totals for the current
  * WAL, so a WAL that went on counts from the last answer, and a new one from zero.
  * A full copy does not mean a new WAL: a commit that began before the copy finished
- * appends to the old one (counting that case as new counted each frame up to 20 times
+ * appends to the old one (counting that case as new counted each frame about 20 times
  * under writes that never pause). The generation is read before the checkpoint; a
  * WAL that starts over in between has fewer frames than the last answer, which the
  * comparison catches.
