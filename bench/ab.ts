@@ -6,7 +6,7 @@
  */
 import { measureRoom, measureRpc } from "./lib/measure.ts";
 import { startSwitchboard, tempDir, type ServerProc } from "./lib/proc.ts";
-import { pairwise, row, type Figures } from "./lib/scenario.ts";
+import { JIT_FIGURE, pairwise, row, type Figures } from "./lib/scenario.ts";
 import { fillRoom, signupUsers } from "./lib/setup.ts";
 import { benchOptions, cliOptions, positionals } from "./lib/cli.ts";
 import { setPinning } from "./lib/proc.ts";
@@ -55,7 +55,8 @@ try {
   const runB = await prepare(b);
   // "switchboard" is A and "raw" is B here: the ratio is A / B.
   const results = await pairwise(opts, `${what} A/B`, { switchboard: runA, raw: runB });
-  const keys = Object.keys(results.switchboard[0] ?? {});
+  // Not the JIT's share: both sides are warm, and its ratio is mostly 0 / 0.
+  const keys = Object.keys(results.switchboard[0] ?? {}).filter((k) => k !== JIT_FIGURE);
   process.stdout.write(`A = ${dirA}\nB = ${dirB}\n${table(keys.map((k) => row(what, k, results, k)))}\n`);
 } finally {
   await Promise.all([a.stop(), b.stop()]);
