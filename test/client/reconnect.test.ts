@@ -30,6 +30,14 @@ async function viaProxy(room: string, extra: Parameters<TestServer["client"]>[0]
   return { client, token, username };
 }
 
+/** Cuts `a`'s connection with the proxy refusing new ones, and resolves once `a` is reconnecting. */
+async function cutAndRefuse(a: SwitchboardClient) {
+  proxy!.refuse = true;
+  const reconnecting = a.next("reconnecting");
+  proxy!.cut();
+  await reconnecting;
+}
+
 /** Asserts that `seqs` is exactly 1..n. */
 function expectGapless(seqs: number[], n: number) {
   expect(seqs).toEqual(range(n));
@@ -144,10 +152,7 @@ test("too many missed for recovery (recovered: false): history is paged in, live
   await b.send({ room: "talk", body: "2" });
   await gotA.waitFor(2);
 
-  proxy!.refuse = true;
-  const reconnecting = a.next("reconnecting");
-  proxy!.cut();
-  await reconnecting;
+  await cutAndRefuse(a);
   for (const i of range(10, 3)) await b.send({ room: "talk", body: String(i) });
   // As soon as a has re-joined (before its history reads), b keeps talking.
   const live: Array<Promise<unknown>> = [];
@@ -172,10 +177,7 @@ test("sends made while disconnected wait in the outbox and are delivered once, i
   const { client: b } = await t.signedIn(fast);
   await b.join({ room: "talk" });
   const gotB = collect(b);
-  proxy!.refuse = true;
-  const reconnecting = a.next("reconnecting");
-  proxy!.cut();
-  await reconnecting;
+  await cutAndRefuse(a);
   expect(a.state).toBe("reconnecting");
   const sends = range(5).map((i) => a.send({ room: "talk", body: `x${i}` }));
   expect(a.outbox.map((e) => e.body)).toEqual(range(5).map((i) => `x${i}`));
@@ -261,10 +263,7 @@ test("close 4001 (session revoked) means signed-out: no reconnect loop; signing 
 test("a token refused on reconnect (unauthorized) means signed-out, not a retry loop", async () => {
   t = await startTestServer();
   const { client: a, username } = await viaProxy("talk", { random: () => 0 });
-  proxy!.refuse = true;
-  const reconnecting = a.next("reconnecting");
-  proxy!.cut();
-  await reconnecting;
+  await cutAndRefuse(a);
   // The session is revoked while a is away, so no 4001 reaches it.
   const other = await t.client(fast);
   await other.login({ username, password: PASSWORD });
@@ -314,10 +313,7 @@ test("rate-limited sends are retried after retryAfterMs without losing their ord
 test("leave stops delivery and drops the room's unsent messages", async () => {
   t = await startTestServer();
   const { client: a } = await viaProxy("talk");
-  proxy!.refuse = true;
-  const reconnecting = a.next("reconnecting");
-  proxy!.cut();
-  await reconnecting;
+  await cutAndRefuse(a);
   const pending = failure(a.send({ room: "talk", body: "never" }));
   const left = a.leave({ room: "talk" });
   expect((await pending).code).toBe("not_joined");
@@ -376,10 +372,7 @@ test("leave with a send written and unanswered when the connection drops: discon
 test("leave while disconnected: a send written before the drop rejects with disconnected (it was stored), one never written with not_joined", async () => {
   t = await startTestServer();
   const { a, send: written } = await storedUnanswered("written");
-  proxy!.refuse = true;
-  const reconnecting = a.next("reconnecting");
-  proxy!.cut();
-  await reconnecting;
+  await cutAndRefuse(a);
   const never = failure(a.send({ room: "talk", body: "never written" }));
   const left = a.leave({ room: "talk" });
   expect((await written).code).toBe("disconnected");
