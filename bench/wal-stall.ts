@@ -1,0 +1,91 @@
+/**
+ * How long the checkpointer's TRUNCATE (a WAL past its threshold) holds the writer back.
+ * Commits 15-row batches through the server's own queries, one per event-loop turn, each
+ * followed by `--gap-us` of other work (the server's reading and publishing), with the
+ * checkpointer thread running, and times every commit. A tool, not part of `npm run bench`.
+ *
+ *   [DB_SYNC=FULL] bun bench/wal-stall.ts [--seconds 2.5] [--gap-us 100] [--truncate-frames 16384] [--body 40]
+ */
+import { mkdtempSync, rmSync, statSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { TRUNCATE_FRAMES, startCheckpointer } from "../src/db/checkpointer.ts";
+import { openStore } from "../src/db/open.ts";
+import { createRoomQueries, type MessageInsert } from "../src/features/rooms/queries.ts";
+import { createLogger } from "../src/log.ts";
+import { cliOptions } from "./lib/cli.ts";
+import { quantile } from "./lib/stats.ts";
+
+const o = cliOptions(process.argv.slice(2));
+const gapMs = o.int("gap-us", 100) / 1000;
+const truncateFrames = o.int("truncate-frames", TRUNCATE_FRAMES);
+const body = "y".repeat(o.int("body", 40));
+const sync = process.env.DB_SYNC === "FULL" ? "FULL" : "NORMAL";
+const ROWS = 15;
+const SLOW_MS = 5;
+
+const dir = mkdtempSync(join(tmpdir(), "switchboard-wal-stall-"));
+try {
+  const store = openStore(join(dir, "s.db"), sync);
+  const queries = createRoomQueries(store.client);
+  store.client.run("INSERT INTO users (username, password_hash, created_at) VALUES ('bench', 'x', 0)");
+  const room = queries.ensureRoom("stall", 0);
+  const log = createLogger("info");
+  const checkpointer = startCheckpointer({ client: store.client, path: store.path, sync, log, truncateFrames });
+  await checkpointer.ready;
+
+  let seq = 0;
+  const commit = store.client.transaction(() => {
+    const rows: MessageInsert[] = [];
+    for (let i = 0; i < ROWS; i++) rows.push({ roomId: room.id, seq: ++seq, userId: 1, body, nonce: null, at: Date.now() });
+    queries.insertMessages(rows);
+    queries.setLatest(room.id, seq);
+  });
+  const walBytes = () => {
+    try {
+      return statSync(`${store.path}-wal`).size;
+    } catch {
+      return 0;
+    }
+  };
+
+  const times: number[] = [];
+  const slow: Array<{ at: number; ms: number }> = [];
+  let maxWal = 0;
+  const end = performance.now() + o.seconds * 1000;
+  while (performance.now() < end) {
+    const t0 = performance.now();
+    commit();
+    const ms = performance.now() - t0;
+    times.push(ms);
+    if (ms > SLOW_MS) slow.push({ at: times.length, ms });
+    if (times.length % 50 === 0) maxWal = Math.max(maxWal, walBytes());
+    const busyUntil = performance.now() + gapMs;
+    while (performance.now() < busyUntil) {
+      // the server's other work between two commits
+    }
+    await new Promise((resolve) => setImmediate(resolve));
+  }
+  await checkpointer.stop();
+  store.close();
+
+  const sorted = [...times].sort((a, b) => a - b);
+  process.stdout.write(
+    JSON.stringify({
+      sync,
+      truncateFrames,
+      gapUs: gapMs * 1000,
+      commits: times.length,
+      truncations: checkpointer.stats.truncations,
+      maxWalMiB: Number((maxWal / 2 ** 20).toFixed(1)),
+      p50ms: Number(quantile(sorted, 0.5).toFixed(3)),
+      p99ms: Number(quantile(sorted, 0.99).toFixed(3)),
+      maxMs: Number(sorted.at(-1)!.toFixed(1)),
+      [`over${SLOW_MS}ms`]: slow.length,
+      // The ten longest, with the commit's number (truncations come every few thousand).
+      slowest: slow.sort((a, b) => b.ms - a.ms).slice(0, 10).map((c) => `#${c.at}: ${c.ms.toFixed(1)} ms`),
+    }, null, 2) + "\n",
+  );
+} finally {
+  rmSync(dir, { recursive: true, force: true });
+}
