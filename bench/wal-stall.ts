@@ -1,15 +1,15 @@
 /**
- * How long the checkpointer's TRUNCATE (a WAL past its threshold) holds the writer back.
+ * How long the checkpointer's RESTART (a WAL past its threshold) holds the writer back.
  * Commits 15-row batches through the server's own queries, one per event-loop turn, each
  * followed by `--gap-us` of other work (the server's reading and publishing), with the
  * checkpointer thread running, and times every commit. A tool, not part of `npm run bench`.
  *
- *   [DB_SYNC=FULL] bun bench/wal-stall.ts [--seconds 2.5] [--gap-us 100] [--truncate-frames 16384] [--body 40]
+ *   [DB_SYNC=FULL] bun bench/wal-stall.ts [--seconds 2.5] [--gap-us 100] [--restart-frames 16384] [--body 40]
  */
 import { mkdtempSync, rmSync, statSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
-import { TRUNCATE_FRAMES, startCheckpointer } from "../src/db/checkpointer.ts";
+import { RESTART_FRAMES, startCheckpointer } from "../src/db/checkpointer.ts";
 import { openStore } from "../src/db/open.ts";
 import { createRoomQueries, type MessageInsert } from "../src/features/rooms/queries.ts";
 import { createLogger } from "../src/log.ts";
@@ -18,7 +18,7 @@ import { quantile } from "./lib/stats.ts";
 
 const o = cliOptions(process.argv.slice(2));
 const gapMs = o.int("gap-us", 100) / 1000;
-const truncateFrames = o.int("truncate-frames", TRUNCATE_FRAMES);
+const restartFrames = o.int("restart-frames", RESTART_FRAMES);
 const body = "y".repeat(o.int("body", 40));
 const sync = process.env.DB_SYNC === "FULL" ? "FULL" : "NORMAL";
 const ROWS = 15;
@@ -31,7 +31,7 @@ try {
   store.client.run("INSERT INTO users (username, password_hash, created_at) VALUES ('bench', 'x', 0)");
   const room = queries.ensureRoom("stall", 0);
   const log = createLogger("info");
-  const checkpointer = startCheckpointer({ client: store.client, path: store.path, sync, log, truncateFrames });
+  const checkpointer = startCheckpointer({ client: store.client, path: store.path, sync, log, restartFrames });
   await checkpointer.ready;
 
   let seq = 0;
@@ -73,16 +73,16 @@ try {
   process.stdout.write(
     JSON.stringify({
       sync,
-      truncateFrames,
+      restartFrames,
       gapUs: gapMs * 1000,
       commits: times.length,
-      truncations: checkpointer.stats.truncations,
+      restarts: checkpointer.stats.restarts,
       maxWalMiB: Number((maxWal / 2 ** 20).toFixed(1)),
       p50ms: Number(quantile(sorted, 0.5).toFixed(3)),
       p99ms: Number(quantile(sorted, 0.99).toFixed(3)),
       maxMs: Number(sorted.at(-1)!.toFixed(1)),
       [`over${SLOW_MS}ms`]: slow.length,
-      // The ten longest, with the commit's number (truncations come every few thousand).
+      // The ten longest, with the commit's number (restarts come every few thousand).
       slowest: slow.sort((a, b) => b.ms - a.ms).slice(0, 10).map((c) => `#${c.at}: ${c.ms.toFixed(1)} ms`),
     }, null, 2) + "\n",
   );

@@ -77,8 +77,8 @@ export class Metrics {
     out.push(`switchboard_wal_checkpoints_total ${gauges.checkpoints.checkpoints}`);
     family("switchboard_wal_checkpointed_frames_total", "counter", "WAL frames the checkpointer thread copied back into the database.");
     out.push(`switchboard_wal_checkpointed_frames_total ${gauges.checkpoints.frames}`);
-    family("switchboard_wal_truncations_total", "counter", "Times the checkpointer thread emptied a WAL that had grown past 64 MiB under writes that never paused.");
-    out.push(`switchboard_wal_truncations_total ${gauges.checkpoints.truncations}`);
+    family("switchboard_wal_restarts_total", "counter", "Times the checkpointer thread made a WAL that had grown past 64 MiB under writes that never paused start over.");
+    out.push(`switchboard_wal_restarts_total ${gauges.checkpoints.restarts}`);
     return out.join("\n") + "\n";
   }
 }

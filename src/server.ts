@@ -115,7 +115,7 @@ export function createServer(deps: ServerDeps) {
             rooms: queries.countRooms(),
             roomsLoaded: rooms.liveRooms,
             dbBytes: sizeQuery.get()?.bytes ?? 0,
-            checkpoints: checkpointer?.stats ?? { checkpoints: 0, frames: 0, truncations: 0 },
+            checkpoints: checkpointer?.stats ?? { checkpoints: 0, frames: 0, restarts: 0 },
           }),
           { headers: { "content-type": "text/plain; version=0.0.4; charset=utf-8" } },
         );

@@ -15,6 +15,8 @@ export interface CliOptions {
 
 /** Flags that take no value. */
 const SWITCHES = ["--no-pin"];
+/** Flags for which 0 makes sense (none, or no pause). */
+const ZERO_ALLOWED = ["warmup", "gap-us"];
 
 /** The arguments that are neither flags nor a flag's value (scenario names, checkouts). */
 export function positionals(argv: readonly string[]): string[] {
@@ -40,7 +42,7 @@ export function cliOptions(argv: readonly string[]): CliOptions {
     const v = values.get(name);
     if (v === undefined) return fallback;
     const n = Number(v);
-    if (!Number.isFinite(n) || n < 0 || (n === 0 && name !== "warmup")) {
+    if (!Number.isFinite(n) || n < 0 || (n === 0 && !ZERO_ALLOWED.includes(name))) {
       throw new Error(`--${name}: expected a positive number, got ${JSON.stringify(v)}`);
     }
     return n;

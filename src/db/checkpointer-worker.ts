@@ -1,8 +1,8 @@
 /**
  * The checkpointer thread (see checkpointer.ts): its own connection to the database
  * file, folding the WAL into the database every `intervalMs` with a PASSIVE checkpoint,
- * which never waits for, or blocks, the server's connection; and emptying a WAL that
- * has grown past `truncateFrames` (see `truncate`).
+ * which never waits for, or blocks, the server's connection; and making a WAL that has
+ * grown past `restartFrames` start over (see `restart`).
  */
 import { Database } from "bun:sqlite";
 import { closeSync, openSync, readSync } from "node:fs";
@@ -26,7 +26,7 @@ const walHeader = Buffer.alloc(16);
 /**
  * The WAL's generation: the checkpoint sequence number in its header (bytes 12-15),
  * which SQLite increments each time the WAL starts over; -1 while the file is empty
- * (after a TRUNCATE) or missing.
+ * (after the TRUNCATE at shutdown) or missing.
  */
 function walGeneration(): number {
   let fd: number | undefined;
@@ -40,42 +40,53 @@ function walGeneration(): number {
   }
 }
 
-/** The last PASSIVE checkpoint's answer: the WAL's generation, its frames, and how many of them are copied. */
+/** The last checkpoint's answer: the WAL's generation, its frames, and how many of them are copied. */
 let last = { gen: -1, log: 0, done: 0 };
 
 /**
- * Frames this checkpoint copied. SQLite answers with running totals for the current
- * WAL, so a WAL that went on counts from the last answer, and a new one from zero.
- * A full copy does not mean a new WAL: a commit that began before the copy finished
- * appends to the old one (counting that case as new counted each frame about 20 times
- * under writes that never pause). The generation is read before the checkpoint; a
- * WAL that starts over in between has fewer frames than the last answer, which the
- * comparison catches.
+ * Frames a checkpoint copied. SQLite answers with running totals for the current WAL,
+ * so a WAL that went on counts from the last answer, and a new one from zero. A full
+ * copy does not mean a new WAL: a commit that began before the copy finished appends to
+ * the old one (counting that case as new counted each frame about 20 times under writes
+ * that never pause). The generation is read before and after the checkpoint, since a
+ * commit can start a new WAL on either side of it:
+ * - before it: the answer is about the new WAL, which has fewer frames than the last
+ *   answer (the comparison below catches it) and is counted from zero;
+ * - after it (the checkpoint copied every frame): the answer is about the old WAL, and
+ *   the new one, not seen yet, is counted from zero next time. Taking the generation
+ *   read before for both counted that new WAL's frames twice: once from zero, and again
+ *   from zero when its generation first showed.
  */
-function freshFrames(gen: number, log: number, done: number): number {
-  const sameWal = gen === last.gen && log >= last.log && done >= last.done;
+function freshFrames(before: number, after: number, log: number, done: number): number {
+  const sameWal = before === last.gen && log >= last.log && done >= last.done;
   const fresh = sameWal ? done - last.done : done;
-  last = { gen, log, done };
+  last = before !== after && sameWal ? { gen: after, log: 0, done: 0 } : { gen: after, log, done };
   return fresh;
+}
+
+/** Runs a checkpoint and reports the frames it copied (see `freshFrames`). */
+function counted(mode: "PASSIVE" | "RESTART"): CheckpointResult {
+  const before = walGeneration();
+  const r = db!.query<CheckpointResult, []>(`PRAGMA wal_checkpoint(${mode})`).get()!;
+  const frames = freshFrames(before, walGeneration(), r.log, r.checkpointed);
+  if (frames > 0) post({ type: "checkpointed", frames });
+  return r;
 }
 
 type CheckpointResult = { busy: number; log: number; checkpointed: number };
 
-/** Frames in the WAL past which a PASSIVE checkpoint is followed by a TRUNCATE one. */
-let truncateFrames = Number.POSITIVE_INFINITY;
-/** How long a TRUNCATE waits for the write lock, then for readers, before giving up. */
-const TRUNCATE_WAIT_MS = 50;
-/** After a TRUNCATE that gave up, the next one waits this long (a `backup` reads for seconds). */
-const TRUNCATE_RETRY_MS = 10_000;
-let nextTruncateAt = 0;
+/** Frames in the WAL past which a PASSIVE checkpoint is followed by a RESTART one. */
+let restartFrames = Number.POSITIVE_INFINITY;
+/** How long a RESTART waits for the write lock, then for readers, before giving up. */
+const RESTART_WAIT_MS = 50;
+/** After a RESTART that gave up, the next one waits this long (a `backup` reads for seconds). */
+const RESTART_RETRY_MS = 10_000;
+let nextRestartAt = 0;
 
 function checkpoint(): void {
   try {
-    const gen = walGeneration();
-    const r = db!.query<CheckpointResult, []>("PRAGMA wal_checkpoint(PASSIVE)").get()!;
-    const frames = freshFrames(gen, r.log, r.checkpointed);
-    if (frames > 0) post({ type: "checkpointed", frames });
-    if (r.log >= truncateFrames && performance.now() >= nextTruncateAt) truncate(r);
+    const r = counted("PASSIVE");
+    if (r.log >= restartFrames && performance.now() >= nextRestartAt) restart();
   } catch (err) {
     // SQLITE_BUSY from another checkpoint (a `backup` in another process, say): next time.
     post({ type: "error", message: err instanceof Error ? err.message : String(err), fatal: false });
@@ -85,31 +96,31 @@ function checkpoint(): void {
 /**
  * A WAL starts over only when a writer finds every frame copied, so under writes that
  * never pause (each PASSIVE checkpoint ends with newer commits behind it) it would grow
- * for as long as they last. Past `truncateFrames`, a TRUNCATE checkpoint copies the rest
- * and empties the file. It takes the write lock, so the server's next commit waits while
- * it copies the frames written since the PASSIVE one, syncs, and waits for readers to
- * leave the WAL. That wait is cut to TRUNCATE_WAIT_MS: a reader that stays (a `backup`)
- * would hold every commit back. Given up, it is tried again TRUNCATE_RETRY_MS later.
+ * for as long as they last. Past `restartFrames`, a RESTART checkpoint copies the rest
+ * and waits until no reader is left in the WAL, so that the server's next commit starts
+ * it over from its beginning: the file stops growing (it keeps its size, and is emptied
+ * at shutdown). It takes the write lock, so that next commit waits while it copies the
+ * frames written since the PASSIVE one and syncs. A TRUNCATE, which also empties the
+ * file, held it back 55-120 ms at 64 MiB against 19-47 ms (bench/wal-stall.ts): freeing
+ * the file's pages alone took 30 ms. The wait for readers is cut to RESTART_WAIT_MS: a
+ * reader that stays (a `backup`) would hold every commit back. Given up, it is tried
+ * again RESTART_RETRY_MS later.
  */
-function truncate(passive: CheckpointResult): void {
-  db!.run(`PRAGMA busy_timeout = ${TRUNCATE_WAIT_MS}`);
+function restart(): void {
+  db!.run(`PRAGMA busy_timeout = ${RESTART_WAIT_MS}`);
   let t: CheckpointResult;
   try {
-    t = db!.query<CheckpointResult, []>("PRAGMA wal_checkpoint(TRUNCATE)").get()!;
+    // Its copies count like any other checkpoint's, given up or not.
+    t = counted("RESTART");
   } finally {
     db!.run(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
   }
   if (t.busy !== 0) {
-    nextTruncateAt = performance.now() + TRUNCATE_RETRY_MS;
-    post({ type: "truncate_deferred", frames: passive.log, retryInMs: TRUNCATE_RETRY_MS });
+    nextRestartAt = performance.now() + RESTART_RETRY_MS;
+    post({ type: "restart_deferred", frames: t.log, retryInMs: RESTART_RETRY_MS });
     return;
   }
-  // The frames after the PASSIVE checkpoint's copy, as far as it saw them: a commit in
-  // between adds a few more that are not counted.
-  const frames = passive.log - passive.checkpointed;
-  last = { gen: -1, log: 0, done: 0 };
-  post({ type: "truncated", frames: passive.log });
-  if (frames > 0) post({ type: "checkpointed", frames });
+  post({ type: "restarted", frames: t.log });
 }
 
 self.addEventListener("message", (e: MessageEvent<ToCheckpointer>) => {
@@ -123,7 +134,7 @@ self.addEventListener("message", (e: MessageEvent<ToCheckpointer>) => {
       post({ type: "error", message: err instanceof Error ? err.message : String(err), fatal: true });
       return;
     }
-    truncateFrames = msg.truncateFrames;
+    restartFrames = msg.restartFrames;
     walPath = `${msg.path}-wal`;
     timer = setInterval(checkpoint, msg.intervalMs);
     post({ type: "started" });

@@ -8,30 +8,31 @@ const AUTOCHECKPOINT_PAGES = 1000;
 const STOP_WAIT_MS = 500;
 
 /**
- * WAL frames (pages of 4 KiB) past which the thread empties the WAL with a TRUNCATE
- * checkpoint: 64 MiB. Writes that never pause would grow it without end (see the worker).
+ * WAL frames (pages of 4 KiB) past which the thread makes the next commit start the WAL
+ * over with a RESTART checkpoint: 64 MiB. Writes that never pause would grow it without
+ * end (see the worker).
  */
-export const TRUNCATE_FRAMES = 16_384;
+export const RESTART_FRAMES = 16_384;
 
-export type ToCheckpointer = { type: "start"; path: string; sync: DbSync; intervalMs: number; truncateFrames: number } | { type: "stop" };
+export type ToCheckpointer = { type: "start"; path: string; sync: DbSync; intervalMs: number; restartFrames: number } | { type: "stop" };
 export type FromCheckpointer =
   | { type: "started" }
   | { type: "checkpointed"; frames: number }
-  /** A TRUNCATE checkpoint emptied a WAL of `frames` frames. */
-  | { type: "truncated"; frames: number }
-  /** A TRUNCATE checkpoint gave up (a reader stayed in the WAL); the next is `retryInMs` away. */
-  | { type: "truncate_deferred"; frames: number; retryInMs: number }
+  /** A RESTART checkpoint copied all of a WAL of `frames` frames: the next commit starts it over. */
+  | { type: "restarted"; frames: number }
+  /** A RESTART checkpoint gave up (the WAL stayed in use); the next is `retryInMs` away. */
+  | { type: "restart_deferred"; frames: number; retryInMs: number }
   | { type: "error"; message: string; fatal: boolean }
   | { type: "stopped" };
 
 export interface CheckpointStats {
   checkpoints: number;
   frames: number;
-  truncations: number;
+  restarts: number;
 }
 
 export interface Checkpointer {
-  /** Checkpoints that copied frames, the frames they copied, and the WALs emptied past TRUNCATE_FRAMES (for /metrics). */
+  /** Checkpoints that copied frames, the frames they copied, and the WALs started over past RESTART_FRAMES (for /metrics). */
   readonly stats: CheckpointStats;
   /** Resolves once the thread has started (or failed and handed checkpoints back). */
   readonly ready: Promise<void>;
@@ -69,13 +70,13 @@ export function startCheckpointer(opts: {
   sync: DbSync;
   log: Logger;
   intervalMs?: number;
-  /** WAL frames past which it is emptied (TRUNCATE_FRAMES unless a test asks for fewer). */
-  truncateFrames?: number;
+  /** WAL frames past which it is started over (RESTART_FRAMES unless a test asks for fewer). */
+  restartFrames?: number;
   /** Called after each checkpoint that copied frames. */
   onCheckpoint?: (frames: number) => void;
 }): Checkpointer {
   const { client, path, sync, log } = opts;
-  const stats: CheckpointStats = { checkpoints: 0, frames: 0, truncations: 0 };
+  const stats: CheckpointStats = { checkpoints: 0, frames: 0, restarts: 0 };
   let stopped = false;
   let onStopped: (() => void) | null = null;
   let onReady: () => void = () => {};
@@ -113,12 +114,12 @@ export function startCheckpointer(opts: {
         stats.frames += msg.frames;
         opts.onCheckpoint?.(msg.frames);
         return;
-      case "truncated":
-        stats.truncations++;
-        log.debug("wal_truncated", { frames: msg.frames });
+      case "restarted":
+        stats.restarts++;
+        log.debug("wal_restarted", { frames: msg.frames });
         return;
-      case "truncate_deferred":
-        log.info("wal_truncate_deferred", { frames: msg.frames, why: "a reader stayed in the WAL", retryInMs: msg.retryInMs });
+      case "restart_deferred":
+        log.info("wal_restart_deferred", { frames: msg.frames, why: "the WAL stayed in use (a reader, or commits back to back)", retryInMs: msg.retryInMs });
         return;
       case "error":
         if (!msg.fatal) return log.warn("checkpoint_failed", { err: msg.message });
@@ -141,7 +142,7 @@ export function startCheckpointer(opts: {
     path,
     sync,
     intervalMs: opts.intervalMs ?? 200,
-    truncateFrames: opts.truncateFrames ?? TRUNCATE_FRAMES,
+    restartFrames: opts.restartFrames ?? RESTART_FRAMES,
   } satisfies ToCheckpointer);
 
   return {
