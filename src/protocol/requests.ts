@@ -1,4 +1,5 @@
 import { z } from "zod";
+import { BODY_MAX_CHARS } from "./limits.ts";
 
 /** A request's correlation id: a string of at most 64 chars or a safe integer. */
 export const Ref = z.union([z.string().max(64), z.int()]);
@@ -25,7 +26,7 @@ export const Seq = z.int().min(0);
 const wellFormed = (s: string) => s.isWellFormed();
 const WELL_FORMED = "must be well-formed Unicode (no unpaired surrogate)";
 /** Lengths are in code points (zod's rule): an emoji counts 1. */
-export const Body = z.string().min(1).max(4000).refine(wellFormed, WELL_FORMED);
+export const Body = z.string().min(1).max(BODY_MAX_CHARS).refine(wellFormed, WELL_FORMED);
 export const Nonce = z.string().min(1).max(64).refine(wellFormed, WELL_FORMED);
 
 const base = { ref: Ref.optional() };

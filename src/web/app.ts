@@ -11,6 +11,7 @@ import {
   type MessageEvent,
   type OutboxEntry,
 } from "../client/index.ts";
+import { BODY_MAX_CHARS, codePoints } from "../protocol/limits.ts";
 
 const TOKEN_KEY = "switchboard.token";
 const ROOM_KEY = "switchboard.room";
@@ -344,6 +345,13 @@ ui.composer.addEventListener("submit", (event) => {
     ui.chatError.textContent = `Not sent: ${describe(e)}`;
   });
   scrollToBottom();
+});
+
+// The limit is in code points, as the server counts (`maxlength` would count UTF-16
+// units, and refuse 2,001 emoji that the server accepts): checked on every edit.
+ui.body.addEventListener("input", () => {
+  const n = codePoints(ui.body.value.trim());
+  ui.body.setCustomValidity(n > BODY_MAX_CHARS ? `At most ${BODY_MAX_CHARS} characters: this is ${n}.` : "");
 });
 
 ui.body.addEventListener("keydown", (event) => {

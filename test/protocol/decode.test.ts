@@ -1,6 +1,7 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
 import { decodeRequest, Ref, requestTypes } from "../../src/protocol/index.ts";
+import { BODY_MAX_CHARS, codePoints } from "../../src/protocol/limits.ts";
 
 const accepted: Array<[string, Record<string, unknown>]> = [
   ['{"type":"ping"}', { type: "ping" }],
@@ -61,6 +62,15 @@ describe("decodeRequest", () => {
     expect(send("a".repeat(4000))).toBe(true);
     expect(send("a".repeat(3999) + "😀")).toBe(true);
     expect(send("a".repeat(4000) + "😀")).toBe(false);
+  });
+
+  test("the demo page's count (codePoints, BODY_MAX_CHARS) agrees with the schema's on both sides", () => {
+    const send = (body: string) => decodeRequest(JSON.stringify({ type: "send", room: "a", body })).ok;
+    for (const body of ["😀".repeat(BODY_MAX_CHARS), "😀".repeat(BODY_MAX_CHARS + 1), "é".repeat(BODY_MAX_CHARS), `${"a".repeat(BODY_MAX_CHARS - 1)}👩‍💻`]) {
+      expect(send(body)).toBe(codePoints(body) <= BODY_MAX_CHARS);
+    }
+    expect(codePoints("😀a")).toBe(2);
+    expect(codePoints("")).toBe(0);
   });
 
   test("a body or nonce with an unpaired surrogate is refused; paired ones pass", () => {

@@ -159,3 +159,33 @@ test.skipIf(!RUN)(
   },
   20_000,
 );
+
+test.skipIf(!RUN)(
+  "the composer's limit is 4000 code points, as the server counts: 4000 emoji go, 4001 do not",
+  async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await signUp(page, `dora_${Math.random().toString(36).slice(2, 6)}`);
+    await page.getByLabel("Room").fill("emoji");
+    await page.getByRole("button", { name: "Join" }).click();
+    await page.locator("#room-title", { hasText: "#emoji" }).waitFor();
+    const box = page.getByLabel("Message", { exact: true });
+    // 4000 code points, 8000 UTF-16 units: a `maxlength` of 4000 would have cut it in half.
+    const atLimit = "😀".repeat(4000);
+    await box.fill(`${atLimit}😀`);
+    await box.press("Enter");
+    expect(await box.evaluate((el) => (el as HTMLTextAreaElement).validationMessage)).toBe(
+      "At most 4000 characters: this is 4001.",
+    );
+    expect(await page.locator("#pending li").count()).toBe(0);
+    await box.fill(atLimit);
+    expect(await box.evaluate((el) => (el as HTMLTextAreaElement).validity.valid)).toBe(true);
+    await box.press("Enter");
+    await page.locator("#messages li").first().waitFor();
+    const shown = await page.locator("#messages li p").allInnerTexts();
+    expect(shown.map((t) => t.trim())).toEqual([atLimit]);
+    expect(await page.locator("#messages li").count()).toBe(1);
+    await context.close();
+  },
+  20_000,
+);
