@@ -94,7 +94,7 @@ let nextRestartAt = 0;
 function checkpoint(): void {
   try {
     const r = counted("PASSIVE");
-    if (r.log >= restartFrames && performance.now() >= nextRestartAt) restart();
+    if (r.log >= restartFrames && performance.now() >= nextRestartAt) restart(r.log);
   } catch (err) {
     // SQLITE_BUSY from another checkpoint (a `backup` in another process, say): next time.
     post({ type: "error", message: err instanceof Error ? err.message : String(err), fatal: false });
@@ -109,12 +109,12 @@ function checkpoint(): void {
  * it over from its beginning: the file stops growing (it keeps its size, and is emptied
  * at shutdown). It takes the write lock, so that next commit waits while it copies the
  * frames written since the PASSIVE one and syncs. A TRUNCATE, which also empties the
- * file, held it back 55-120 ms at 64 MiB against 19-47 ms (bench/wal-stall.ts): freeing
+ * file, held it back 55-120 ms at 64 MiB against 20-47 ms (bench/wal-stall.ts): freeing
  * the file's pages alone took 30 ms. The wait for readers is cut to RESTART_WAIT_MS: a
  * reader that stays (a `backup`) would hold every commit back. Given up, it is tried
  * again RESTART_RETRY_MS later.
  */
-function restart(): void {
+function restart(passiveLog: number): void {
   db!.run(`PRAGMA busy_timeout = ${RESTART_WAIT_MS}`);
   let t: CheckpointResult;
   try {
@@ -125,7 +125,8 @@ function restart(): void {
   }
   if (t.busy !== 0) {
     nextRestartAt = performance.now() + RESTART_RETRY_MS;
-    post({ type: "restart_deferred", frames: t.log, retryInMs: RESTART_RETRY_MS });
+    // A RESTART that could not run at all answers -1 frames: the PASSIVE one's figure then.
+    post({ type: "restart_deferred", frames: t.log >= 0 ? t.log : passiveLog, retryInMs: RESTART_RETRY_MS });
     return;
   }
   post({ type: "restarted", frames: t.log });
