@@ -5,12 +5,14 @@
  * grown past `restartFrames` start over (see `restart`).
  */
 import { Database } from "bun:sqlite";
-import { closeSync, openSync, readSync } from "node:fs";
+import { closeSync, openSync, readSync, statSync } from "node:fs";
 import type { FromCheckpointer, ToCheckpointer } from "./checkpointer.ts";
 
 declare const self: Worker;
 
 let db: Database | null = null;
+/** SQLite's page size here (its default): a WAL frame holds one page. */
+const PAGE_BYTES = 4096;
 /** How long a checkpoint waits for another checkpoint (a `backup` in another process). */
 const BUSY_TIMEOUT_MS = 1000;
 let timer: ReturnType<typeof setInterval> | null = null;
@@ -73,7 +75,7 @@ function freshFrames(before: number, after: number, log: number, done: number): 
 }
 
 /** Runs a checkpoint and reports the frames it copied (see `freshFrames`). */
-function counted(mode: "PASSIVE" | "RESTART"): CheckpointResult {
+function counted(mode: "PASSIVE" | "RESTART" | "TRUNCATE"): CheckpointResult {
   const before = walGeneration();
   const r = db!.query<CheckpointResult, []>(`PRAGMA wal_checkpoint(${mode})`).get()!;
   const frames = freshFrames(before, walGeneration(), r.log, r.checkpointed);
@@ -90,11 +92,16 @@ const RESTART_WAIT_MS = 50;
 /** After a RESTART that gave up, the next one waits this long (a `backup` reads for seconds). */
 const RESTART_RETRY_MS = 10_000;
 let nextRestartAt = 0;
+/** The last PASSIVE answer: the same one twice, all copied, means no commit for an interval. */
+let previous: CheckpointResult = { busy: 0, log: -1, checkpointed: -1 };
 
 function checkpoint(): void {
   try {
     const r = counted("PASSIVE");
-    if (r.log >= restartFrames && performance.now() >= nextRestartAt) restart(r.log);
+    const idle = r.log > 0 && r.checkpointed === r.log && r.log === previous.log && r.checkpointed === previous.checkpointed;
+    previous = r;
+    if (idle) truncateIfLarge();
+    else if (r.log >= restartFrames && performance.now() >= nextRestartAt) restart(r.log);
   } catch (err) {
     // SQLITE_BUSY from another checkpoint (a `backup` in another process, say): next time.
     post({ type: "error", message: err instanceof Error ? err.message : String(err), fatal: false });
@@ -106,8 +113,8 @@ function checkpoint(): void {
  * never pause (each PASSIVE checkpoint ends with newer commits behind it) it would grow
  * for as long as they last. Past `restartFrames`, a RESTART checkpoint copies the rest
  * and waits until no reader is left in the WAL, so that the server's next commit starts
- * it over from its beginning: the file stops growing (it keeps its size, and is emptied
- * at shutdown). It takes the write lock, so that next commit waits while it copies the
+ * it over from its beginning: the file stops growing (it keeps its size until writes
+ * pause; see `truncateIfLarge`). It takes the write lock, so that next commit waits while it copies the
  * frames written since the PASSIVE one and syncs. A TRUNCATE, which also empties the
  * file, held it back 55-120 ms at 64 MiB against 20-47 ms (bench/wal-stall.ts): freeing
  * the file's pages alone took 30 ms. The wait for readers is cut to RESTART_WAIT_MS: a
@@ -130,6 +137,31 @@ function restart(passiveLog: number): void {
     return;
   }
   post({ type: "restarted", frames: t.log });
+}
+
+/**
+ * A RESTART leaves the WAL file at its largest size (64 MiB and more). Once no commit
+ * has come for a whole interval and every frame is copied, a file that large is emptied
+ * with a TRUNCATE checkpoint that does not wait: if a commit or a reader comes after
+ * all, it gives up at once, and tries again at the next quiet round. Freeing 64 MiB
+ * took the kernel about 30 ms; with nobody writing, nobody waits for it.
+ */
+function truncateIfLarge(): void {
+  let bytes: number;
+  try {
+    bytes = statSync(walPath).size;
+  } catch {
+    return;
+  }
+  if (bytes < restartFrames * PAGE_BYTES) return;
+  db!.run("PRAGMA busy_timeout = 0");
+  let t: CheckpointResult;
+  try {
+    t = counted("TRUNCATE");
+  } finally {
+    db!.run(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+  }
+  if (t.busy === 0) post({ type: "truncated", bytes });
 }
 
 self.addEventListener("message", (e: MessageEvent<ToCheckpointer>) => {

@@ -20,6 +20,8 @@ export type FromCheckpointer =
   | { type: "checkpointed"; frames: number }
   /** A RESTART checkpoint copied all of a WAL of `frames` frames: the next commit starts it over. */
   | { type: "restarted"; frames: number }
+  /** Writes paused, and a WAL file a RESTART had left at `bytes` was emptied. */
+  | { type: "truncated"; bytes: number }
   /** A RESTART checkpoint gave up (the WAL stayed in use); the next is `retryInMs` away. */
   | { type: "restart_deferred"; frames: number; retryInMs: number }
   | { type: "error"; message: string; fatal: boolean }
@@ -117,6 +119,9 @@ export function startCheckpointer(opts: {
       case "restarted":
         stats.restarts++;
         log.debug("wal_restarted", { frames: msg.frames });
+        return;
+      case "truncated":
+        log.debug("wal_truncated", { bytes: msg.bytes, why: "writes paused" });
         return;
       case "restart_deferred":
         log.info("wal_restart_deferred", { frames: msg.frames, why: "the WAL stayed in use (a reader, or commits back to back)", retryInMs: msg.retryInMs });

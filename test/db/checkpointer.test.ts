@@ -122,6 +122,29 @@ test("under writes that never pause, a WAL past restartFrames starts over instea
   await cp.stop();
 });
 
+test("once writes pause, a WAL file that RESTARTs left large is emptied, and nothing is lost", async () => {
+  const s = fileStore();
+  const lines: Array<Record<string, unknown>> = [];
+  const log = createLogger("debug", (line) => lines.push(JSON.parse(line)));
+  const restartFrames = 256; // 1 MiB
+  const cp = startCheckpointer({ client: s.client, path: s.path, sync: s.sync, log, intervalMs: 5, restartFrames });
+  await cp.ready;
+  const { rows, maxWal } = await writeWithoutPause(s, TURNS);
+  expect(maxWal).toBeGreaterThanOrEqual(restartFrames * 4096);
+  // Quiet now: two rounds with nothing new, then the file is emptied.
+  for (let i = 0; i < 400 && walBytes(s) > 0; i++) await Bun.sleep(5);
+  expect(walBytes(s)).toBe(0);
+  expect(lines.find((l) => l.event === "wal_truncated")).toMatchObject({ level: "debug", why: "writes paused" });
+  expect(cp.stats.restarts).toBeGreaterThan(0);
+  // Nothing was lost, and the next commit starts a new WAL that is checkpointed as before.
+  expect(s.client.query<{ n: number }, []>("SELECT count(*) AS n FROM filler").get()!.n).toBe(rows);
+  const before = cp.stats.frames;
+  s.client.run("INSERT INTO filler (b) VALUES (randomblob(200))");
+  for (let i = 0; i < 200 && cp.stats.frames === before; i++) await Bun.sleep(5);
+  expect(cp.stats.frames).toBeGreaterThan(before);
+  await cp.stop();
+});
+
 test.each([
   ["", Number.POSITIVE_INFINITY],
   // 512: past it a RESTART runs every few hundred commits here, and its wait for the
