@@ -74,16 +74,24 @@ function freshFrames(before: number, after: number, log: number, done: number): 
   return fresh;
 }
 
-/** Runs a checkpoint and reports the frames it copied (see `freshFrames`). */
-function counted(mode: "PASSIVE" | "RESTART" | "TRUNCATE"): CheckpointResult {
-  const before = walGeneration();
-  const r = db!.query<CheckpointResult, []>(`PRAGMA wal_checkpoint(${mode})`).get()!;
-  const frames = freshFrames(before, walGeneration(), r.log, r.checkpointed);
-  if (frames > 0) post({ type: "checkpointed", frames });
-  return r;
-}
-
 type CheckpointResult = { busy: number; log: number; checkpointed: number };
+
+/**
+ * Runs a checkpoint and reports the frames it copied (see `freshFrames`). With `waitMs`,
+ * it waits that long at most for the locks it needs instead of BUSY_TIMEOUT_MS.
+ */
+function counted(mode: "PASSIVE" | "RESTART" | "TRUNCATE", waitMs?: number): CheckpointResult {
+  if (waitMs !== undefined) db!.run(`PRAGMA busy_timeout = ${waitMs}`);
+  try {
+    const before = walGeneration();
+    const r = db!.query<CheckpointResult, []>(`PRAGMA wal_checkpoint(${mode})`).get()!;
+    const fresh = freshFrames(before, walGeneration(), r.log, r.checkpointed);
+    if (fresh > 0) post({ type: "checkpointed", frames: fresh });
+    return r;
+  } finally {
+    if (waitMs !== undefined) db!.run(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
+  }
+}
 
 /** Frames in the WAL past which a PASSIVE checkpoint is followed by a RESTART one. */
 let restartFrames = Number.POSITIVE_INFINITY;
@@ -114,22 +122,16 @@ function checkpoint(): void {
  * for as long as they last. Past `restartFrames`, a RESTART checkpoint copies the rest
  * and waits until no reader is left in the WAL, so that the server's next commit starts
  * it over from its beginning: the file stops growing (it keeps its size until writes
- * pause; see `truncateIfLarge`). It takes the write lock, so that next commit waits while it copies the
- * frames written since the PASSIVE one and syncs. A TRUNCATE, which also empties the
- * file, held it back 55-120 ms at 64 MiB against 20-47 ms (bench/wal-stall.ts): freeing
- * the file's pages alone took 30 ms. The wait for readers is cut to RESTART_WAIT_MS: a
+ * pause; see `truncateIfLarge`). It takes the write lock, so that next commit waits
+ * while it copies the frames written since the PASSIVE one and syncs. A TRUNCATE, which
+ * also empties the file, held it back 55-120 ms at 64 MiB against 20-47 ms
+ * (bench/wal-stall.ts): freeing the file's pages alone took 30 ms. The wait for readers is cut to RESTART_WAIT_MS: a
  * reader that stays (a `backup`) would hold every commit back. Given up, it is tried
  * again RESTART_RETRY_MS later.
  */
 function restart(passiveLog: number): void {
-  db!.run(`PRAGMA busy_timeout = ${RESTART_WAIT_MS}`);
-  let t: CheckpointResult;
-  try {
-    // Its copies count like any other checkpoint's, given up or not.
-    t = counted("RESTART");
-  } finally {
-    db!.run(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-  }
+  // Its copies count like any other checkpoint's, given up or not.
+  const t = counted("RESTART", RESTART_WAIT_MS);
   if (t.busy !== 0) {
     nextRestartAt = performance.now() + RESTART_RETRY_MS;
     // A RESTART that could not run at all answers -1 frames: the PASSIVE one's figure then.
@@ -154,14 +156,7 @@ function truncateIfLarge(): void {
     return;
   }
   if (bytes < restartFrames * PAGE_BYTES) return;
-  db!.run("PRAGMA busy_timeout = 0");
-  let t: CheckpointResult;
-  try {
-    t = counted("TRUNCATE");
-  } finally {
-    db!.run(`PRAGMA busy_timeout = ${BUSY_TIMEOUT_MS}`);
-  }
-  if (t.busy === 0) post({ type: "truncated", bytes });
+  if (counted("TRUNCATE", 0).busy === 0) post({ type: "truncated", bytes });
 }
 
 self.addEventListener("message", (e: MessageEvent<ToCheckpointer>) => {
