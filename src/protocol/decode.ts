@@ -1,5 +1,6 @@
 import { z } from "zod";
 import { ProtocolError, type Issue } from "./errors.ts";
+import { codePoints } from "./limits.ts";
 import { isRequestType, Ref, requestSchemas, type Request } from "./requests.ts";
 
 export type Decoded =
@@ -10,8 +11,14 @@ function toIssues(error: z.ZodError): Issue[] {
   return error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message }));
 }
 
+/** Code points, as zod counts them (an emoji is one char, two UTF-16 units). */
+const REF_MAX_CHARS = 64;
+
 function isRef(value: unknown): value is Ref {
-  return typeof value === "string" ? value.length <= 64 : typeof value === "number" && Number.isSafeInteger(value);
+  if (typeof value !== "string") return typeof value === "number" && Number.isSafeInteger(value);
+  // Code points are never more than UTF-16 units, nor fewer than half of them.
+  if (value.length <= REF_MAX_CHARS) return true;
+  return value.length <= 2 * REF_MAX_CHARS && codePoints(value) <= REF_MAX_CHARS;
 }
 
 function fail(ref: Ref | undefined, error: ProtocolError): Decoded {

@@ -110,14 +110,33 @@ describe("decodeRequest", () => {
     }
   });
 
+  test("a ref's 64 chars are code points, as for every other field: 64 emoji pass, 65 do not", () => {
+    const ref = "😀".repeat(64);
+    expect(decodeRequest(JSON.stringify({ type: "ping", ref }))).toEqual({ ok: true, request: { type: "ping", ref } });
+    expect(decodeRequest(JSON.stringify({ type: "who", room: "a", ref }))).toMatchObject({ ok: true, request: { ref } });
+    expect(decodeRequest(JSON.stringify({ type: "ping", ref: `${ref}😀` }))).toMatchObject({ ok: false, error: { code: "bad_request" } });
+    expect(decodeRequest(JSON.stringify({ type: "ping", ref: `${ref}a` }))).toMatchObject({ ok: false, error: { code: "bad_request" } });
+  });
+
   test("the hand-written ref check agrees with the Ref schema on any string or number", () => {
     fc.assert(
-      fc.property(fc.oneof(fc.string({ maxLength: 70 }), fc.double(), fc.integer(), fc.maxSafeInteger(), fc.constant(2 ** 53)), (ref) => {
+      fc.property(
+        fc.oneof(
+          fc.string({ maxLength: 70 }),
+          // Astral characters: 64 of them are 128 UTF-16 units, and still a ref.
+          fc.string({ unit: "binary", minLength: 30, maxLength: 70 }),
+          fc.double(),
+          fc.integer(),
+          fc.maxSafeInteger(),
+          fc.constant(2 ** 53),
+        ),
+        (ref) => {
         const d = decodeRequest(JSON.stringify({ type: "ping", ref }));
         // JSON has no NaN or Infinity: they become null, which is not a ref either.
         const sent = JSON.parse(JSON.stringify({ ref })).ref;
         expect(d.ok).toBe(Ref.safeParse(sent).success);
-      }),
+        },
+      ),
       { numRuns: 2000 },
     );
   });
