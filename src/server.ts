@@ -25,6 +25,8 @@ export interface ServerDeps {
   log: Logger;
   /** Extra HTTP routes (the demo page), as `Bun.serve` routes. */
   routes?: Record<string, unknown>;
+  /** The checkpointer thread's timings (tests make them small; see startCheckpointer). */
+  checkpoints?: { intervalMs?: number; restartFrames?: number; holdMaxMs?: number };
 }
 
 const json = (body: unknown, status = 200) => Response.json(body, { status });
@@ -175,7 +177,7 @@ export function createServer(deps: ServerDeps) {
         ...(deps.routes ? { routes: deps.routes as never } : {}),
       });
       rooms.attach(server);
-      if (store.path !== ":memory:") checkpointer ??= startCheckpointer({ client: store.client, path: store.path, sync: store.sync, log });
+      if (store.path !== ":memory:") checkpointer ??= startCheckpointer({ client: store.client, path: store.path, sync: store.sync, log, gate: rooms.writeGate, ...deps.checkpoints });
       return server;
     },
     /**

@@ -103,17 +103,29 @@ let nextRestartAt = 0;
 /** The last PASSIVE answer: the same one twice, all copied, means no commit for an interval. */
 let previous: CheckpointResult = { busy: 0, log: -1, checkpointed: -1 };
 
+/** The PASSIVE checkpoint's frame figure while a RESTART waits for the server to hold its commits. */
+let restartAsked: number | null = null;
+
 function checkpoint(): void {
+  // No round while the server holds its commits for a RESTART: that comes next.
+  if (restartAsked !== null) return;
   try {
     const r = counted("PASSIVE");
     const idle = r.log > 0 && r.checkpointed === r.log && r.log === previous.log && r.checkpointed === previous.checkpointed;
     previous = r;
     if (idle) truncateIfLarge();
-    else if (r.log >= restartFrames && performance.now() >= nextRestartAt) restart(r.log);
+    else if (r.log >= restartFrames && performance.now() >= nextRestartAt) {
+      restartAsked = r.log;
+      post({ type: "restart_wanted", frames: r.log });
+    }
   } catch (err) {
-    // SQLITE_BUSY from another checkpoint (a `backup` in another process, say): next time.
-    post({ type: "error", message: err instanceof Error ? err.message : String(err), fatal: false });
+    reportError(err);
   }
+}
+
+/** Not fatal: SQLITE_BUSY from another checkpoint (a `backup` in another process, say); next time. */
+function reportError(err: unknown): void {
+  post({ type: "error", message: err instanceof Error ? err.message : String(err), fatal: false });
 }
 
 /**
@@ -122,12 +134,15 @@ function checkpoint(): void {
  * for as long as they last. Past `restartFrames`, a RESTART checkpoint copies the rest
  * and waits until no reader is left in the WAL, so that the server's next commit starts
  * it over from its beginning: the file stops growing (it keeps its size until writes
- * pause; see `truncateIfLarge`). It takes the write lock, so that next commit waits
- * while it copies the frames written since the PASSIVE one and syncs. A TRUNCATE, which
- * also empties the file, held it back 55-120 ms at 64 MiB against 20-47 ms
- * (bench/wal-stall.ts): freeing the file's pages alone took 30 ms. The wait for readers is cut to RESTART_WAIT_MS: a
- * reader that stays (a `backup`) would hold every commit back. Given up, it is tried
- * again RESTART_RETRY_MS later.
+ * pause; see `truncateIfLarge`). It takes the write lock while it copies the frames
+ * written since the PASSIVE one and syncs, so it runs only once the server holds its
+ * commits (`restart_wanted`, then `writes_held`; see WriteGate). A commit that waited
+ * for the lock instead blocked the event loop for 20-47 ms at 64 MiB (bench/wal-stall.ts),
+ * rounded up to the steps of SQLite's busy wait; and with commits back to back the
+ * RESTART seldom got the lock at all. (A TRUNCATE, which also empties the file, held it
+ * back 55-120 ms: freeing the file's pages alone took 30 ms.) The wait for readers is
+ * cut to RESTART_WAIT_MS: a reader that stays (a `backup`) would hold every commit back.
+ * Given up, it is tried again RESTART_RETRY_MS later.
  */
 function restart(passiveLog: number): void {
   // Its copies count like any other checkpoint's, given up or not.
@@ -174,6 +189,15 @@ self.addEventListener("message", (e: MessageEvent<ToCheckpointer>) => {
     walPath = `${msg.path}-wal`;
     timer = setInterval(checkpoint, msg.intervalMs);
     post({ type: "started" });
+  } else if (msg.type === "writes_held") {
+    const frames = restartAsked;
+    restartAsked = null;
+    if (frames === null || db === null) return;
+    try {
+      restart(frames);
+    } catch (err) {
+      reportError(err);
+    }
   } else {
     if (timer) clearInterval(timer);
     db?.close();

@@ -6,6 +6,11 @@ import type { DbSync } from "./open.ts";
 const AUTOCHECKPOINT_PAGES = 1000;
 /** How long `stop` waits for the thread to close its connection before ending it. */
 const STOP_WAIT_MS = 500;
+/**
+ * How long the server's commits stay held for one RESTART at most. The thread's own wait
+ * for readers is 50 ms; past this the commits go on, and wait for the lock in SQLite.
+ */
+export const HOLD_MAX_MS = 250;
 
 /**
  * WAL frames (pages of 4 KiB) past which the thread makes the next commit start the WAL
@@ -14,9 +19,15 @@ const STOP_WAIT_MS = 500;
  */
 export const RESTART_FRAMES = 16_384;
 
-export type ToCheckpointer = { type: "start"; path: string; sync: DbSync; intervalMs: number; restartFrames: number } | { type: "stop" };
+export type ToCheckpointer =
+  | { type: "start"; path: string; sync: DbSync; intervalMs: number; restartFrames: number }
+  /** The server's commits are held (see WriteGate): the RESTART may run. */
+  | { type: "writes_held" }
+  | { type: "stop" };
 export type FromCheckpointer =
   | { type: "started" }
+  /** The WAL has `frames` frames, past the threshold: hold the commits for a RESTART. */
+  | { type: "restart_wanted"; frames: number }
   | { type: "checkpointed"; frames: number }
   /** A RESTART checkpoint copied all of a WAL of `frames` frames: the next commit starts it over. */
   | { type: "restarted"; frames: number }
@@ -33,6 +44,22 @@ export interface CheckpointStats {
   restarts: number;
 }
 
+/**
+ * The server's writer, held while the thread runs a RESTART. A RESTART takes the write
+ * lock while it copies and syncs; a commit that comes meanwhile waits for the lock in
+ * SQLite's busy handler, which blocks the event loop and sleeps in steps of 1, 2, 5, 10,
+ * 15, 20 ms... So the thread asks first, and the server queues its sends (without
+ * blocking anything else) until the RESTART is over, then commits them in one go.
+ * The server's other writes (a sign-up, a sign-in's session, a room's first join) are
+ * rare next to sends and are not held: one that comes during a RESTART waits as before.
+ */
+export interface WriteGate {
+  /** From now until `release`, commit nothing. */
+  hold(): void;
+  /** Commit what was queued. Called once per `hold`. */
+  release(): void;
+}
+
 export interface Checkpointer {
   /** Checkpoints that copied frames, the frames they copied, and the WALs started over past RESTART_FRAMES (for /metrics). */
   readonly stats: CheckpointStats;
@@ -41,6 +68,8 @@ export interface Checkpointer {
   /** Ends the thread and hands checkpoints back to the server's connection. */
   stop(): Promise<void>;
 }
+
+const round2 = (ms: number) => Math.round(ms * 100) / 100;
 
 /**
  * The thread's entry point. In a binary from `npm run build` (which lists it as an
@@ -76,6 +105,10 @@ export function startCheckpointer(opts: {
   restartFrames?: number;
   /** Called after each checkpoint that copied frames. */
   onCheckpoint?: (frames: number) => void;
+  /** The server's writer, held during each RESTART. Without one, commits wait for the lock in SQLite. */
+  gate?: WriteGate;
+  /** HOLD_MAX_MS unless a test asks for less. */
+  holdMaxMs?: number;
 }): Checkpointer {
   const { client, path, sync, log } = opts;
   const stats: CheckpointStats = { checkpoints: 0, frames: 0, restarts: 0 };
@@ -95,10 +128,37 @@ export function startCheckpointer(opts: {
     }
   }
 
+  /** When the gate was held (performance.now()), while it is. */
+  let heldSince: number | null = null;
+  let holdTimer: ReturnType<typeof setTimeout> | undefined;
+  /** Lets the server commit again; returns how long it was held, in ms. */
+  function releaseGate(): number {
+    if (heldSince === null) return 0;
+    const ms = performance.now() - heldSince;
+    heldSince = null;
+    clearTimeout(holdTimer);
+    opts.gate?.release();
+    return ms;
+  }
+  function holdGate(frames: number): void {
+    if (gone) return; // the thread is ending: no RESTART now
+    if (opts.gate && heldSince === null) {
+      heldSince = performance.now();
+      opts.gate.hold();
+      log.debug("wal_restart_holding", { frames });
+      const holdMaxMs = opts.holdMaxMs ?? HOLD_MAX_MS;
+      holdTimer = setTimeout(() => {
+        log.warn("wal_restart_slow", { frames, heldMs: Math.round(releaseGate()), why: "commits go on and wait for the lock" });
+      }, holdMaxMs);
+    }
+    worker.postMessage({ type: "writes_held" } satisfies ToCheckpointer);
+  }
+
   let gone = false;
   function finish(): void {
     if (gone) return;
     gone = true;
+    releaseGate();
     handBack();
     worker.terminate();
     onReady();
@@ -116,17 +176,21 @@ export function startCheckpointer(opts: {
         stats.frames += msg.frames;
         opts.onCheckpoint?.(msg.frames);
         return;
+      case "restart_wanted":
+        return holdGate(msg.frames);
       case "restarted":
         stats.restarts++;
-        log.debug("wal_restarted", { frames: msg.frames });
+        log.debug("wal_restarted", { frames: msg.frames, heldMs: round2(releaseGate()) });
         return;
       case "truncated":
         log.debug("wal_truncated", { bytes: msg.bytes, why: "writes paused" });
         return;
       case "restart_deferred":
+        releaseGate();
         log.info("wal_restart_deferred", { frames: msg.frames, why: "the WAL stayed in use (a reader, or commits back to back)", retryInMs: msg.retryInMs });
         return;
       case "error":
+        releaseGate();
         if (!msg.fatal) return log.warn("checkpoint_failed", { err: msg.message });
         log.error("checkpointer_failed", { err: msg.message, fallback: "the server's connection checkpoints" });
         return finish();

@@ -2,6 +2,7 @@ import type { Server } from "bun";
 import type { Database } from "bun:sqlite";
 import type { Clock } from "../../clock.ts";
 import type { Config } from "../../config.ts";
+import type { WriteGate } from "../../db/checkpointer.ts";
 import { isoTime } from "../../iso-time.ts";
 import type { Logger } from "../../log.ts";
 import type { Metrics } from "../../metrics.ts";
@@ -85,6 +86,8 @@ export function createRoomService(deps: {
   let server: Server<unknown> | null = null;
   let queue: PendingSend[] = [];
   let flushScheduled = false;
+  /** While the checkpointer's RESTART runs, sends queue up uncommitted (see WriteGate). */
+  let held = false;
   /** Resolved when a flush leaves nothing queued (for shutdown). */
   let idleWaiters: Array<() => void> = [];
 
@@ -153,8 +156,15 @@ export function createRoomService(deps: {
     }
   }
 
+  function scheduleFlush(): void {
+    if (flushScheduled || held) return;
+    flushScheduled = true;
+    setImmediate(flush);
+  }
+
   function flush(): void {
     flushScheduled = false;
+    if (held) return; // `release` schedules it again
     const batch = queue;
     queue = [];
     if (batch.length === 0) return;
@@ -388,10 +398,7 @@ export function createRoomService(deps: {
         atIso: "",
         duplicate: false,
       });
-      if (!flushScheduled) {
-        flushScheduled = true;
-        setImmediate(flush);
-      }
+      scheduleFlush();
     },
 
     history(name: string, before: number | undefined, limit: number): ResultOf<"history"> {
@@ -417,9 +424,24 @@ export function createRoomService(deps: {
 
     /** Resolves once every queued send is committed and answered (for shutdown). */
     idle(): Promise<void> {
-      if (!flushScheduled) return Promise.resolve();
+      if (queue.length === 0) return Promise.resolve();
       return new Promise<void>((resolve) => idleWaiters.push(resolve));
     },
+
+    /**
+     * Held, sends are queued and not committed: the checkpointer's RESTART then takes the
+     * write lock without a commit waiting for it inside SQLite, which would block the
+     * event loop. Everything else (pings, joins, history) goes on.
+     */
+    writeGate: {
+      hold(): void {
+        held = true;
+      },
+      release(): void {
+        held = false;
+        if (queue.length > 0) scheduleFlush();
+      },
+    } satisfies WriteGate,
 
     get liveRooms(): number {
       return live.size;
