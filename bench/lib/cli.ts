@@ -14,7 +14,7 @@ export interface CliOptions {
 }
 
 /** Flags that take no value. */
-const SWITCHES = ["--no-pin"];
+const SWITCHES = ["--no-pin", "--no-gate"];
 /** Flags for which 0 makes sense (none, or no pause). */
 const ZERO_ALLOWED = ["warmup", "gap-us"];
 
