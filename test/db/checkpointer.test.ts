@@ -20,6 +20,12 @@ function fileStore(): Store {
   store = openStore(join(dir, "s.db"), "NORMAL");
   return store;
 }
+/** A logger at debug level whose lines are kept, parsed. */
+function capture() {
+  const lines: Array<Record<string, unknown>> = [];
+  return { lines, log: createLogger("debug", (line) => lines.push(JSON.parse(line))) };
+}
+const fillerRows = (s: Store) => s.client.query<{ n: number }, []>("SELECT count(*) AS n FROM filler").get()!.n;
 const autocheckpoint = (s: Store) => s.client.query<{ wal_autocheckpoint: number }, []>("PRAGMA wal_autocheckpoint").get()!.wal_autocheckpoint;
 /** Writes about `mib` MiB in one transaction: 4 KiB pages that land in the WAL. */
 function write(s: Store, mib: number): void {
@@ -118,14 +124,13 @@ test("under writes that never pause, a WAL past restartFrames starts over instea
   expect(maxWal).toBeLessThan(6 * 2 ** 20);
   expect(walBytes(s)).toBeLessThan(6 * 2 ** 20);
   // Nothing was lost on the way.
-  expect(s.client.query<{ n: number }, []>("SELECT count(*) AS n FROM filler").get()!.n).toBe(rows);
+  expect(fillerRows(s)).toBe(rows);
   await cp.stop();
 });
 
 test("once writes pause, a WAL file that RESTARTs left large is emptied, and nothing is lost", async () => {
   const s = fileStore();
-  const lines: Array<Record<string, unknown>> = [];
-  const log = createLogger("debug", (line) => lines.push(JSON.parse(line)));
+  const { lines, log } = capture();
   const restartFrames = 256; // 1 MiB
   const cp = startCheckpointer({ client: s.client, path: s.path, sync: s.sync, log, intervalMs: 5, restartFrames });
   await cp.ready;
@@ -139,7 +144,7 @@ test("once writes pause, a WAL file that RESTARTs left large is emptied, and not
   expect(lines.find((l) => l.event === "wal_truncated")).toMatchObject({ level: "debug", why: "writes paused" });
   expect(cp.stats.restarts).toBeGreaterThan(0);
   // Nothing was lost, and the next commit starts a new WAL that is checkpointed as before.
-  expect(s.client.query<{ n: number }, []>("SELECT count(*) AS n FROM filler").get()!.n).toBe(rows);
+  expect(fillerRows(s)).toBe(rows);
   const before = cp.stats.frames;
   s.client.run("INSERT INTO filler (b) VALUES (randomblob(200))");
   for (let i = 0; i < 200 && cp.stats.frames === before; i++) await Bun.sleep(5);
@@ -195,8 +200,7 @@ test.each([
 
 test("a reader that stays in the WAL defers the RESTART, which holds commits back briefly, not for its whole wait", async () => {
   const s = fileStore();
-  const lines: Array<Record<string, unknown>> = [];
-  const log = createLogger("debug", (line) => lines.push(JSON.parse(line)));
+  const { lines, log } = capture();
   const cp = startCheckpointer({ client: s.client, path: s.path, sync: s.sync, log, intervalMs: 5, restartFrames: 64 });
   await cp.ready;
   s.client.run("CREATE TABLE filler (b BLOB)");
@@ -249,8 +253,7 @@ function gatedWriter() {
 
 test("the thread holds the server's commits for each RESTART and lets them go once it is done", async () => {
   const s = fileStore();
-  const lines: Array<Record<string, unknown>> = [];
-  const log = createLogger("debug", (line) => lines.push(JSON.parse(line)));
+  const { lines, log } = capture();
   const gate = gatedWriter();
   const cp = startCheckpointer({ client: s.client, path: s.path, sync: s.sync, log, intervalMs: 5, restartFrames: 256, gate });
   gate.stats = cp.stats;
@@ -276,14 +279,13 @@ test("the thread holds the server's commits for each RESTART and lets them go on
   expect(lines.find((l) => l.event === "wal_restarted")).toMatchObject({ level: "debug", heldMs: expect.any(Number) });
   expect(lines.some((l) => l.event === "wal_restart_slow" || l.event === "wal_restart_deferred")).toBe(false);
   expect(walBytes(s)).toBeLessThan(6 * 2 ** 20);
-  expect(s.client.query<{ n: number }, []>("SELECT count(*) AS n FROM filler").get()!.n).toBe(rows);
+  expect(fillerRows(s)).toBe(rows);
   await cp.stop();
 });
 
 test("a RESTART given up, or one slower than holdMaxMs, lets the commits go all the same, once", async () => {
   const s = fileStore();
-  const lines: Array<Record<string, unknown>> = [];
-  const log = createLogger("debug", (line) => lines.push(JSON.parse(line)));
+  const { lines, log } = capture();
   const gate = gatedWriter();
   // The RESTART waits 50 ms for the reader below; the hold ends after 5.
   const cp = startCheckpointer({ client: s.client, path: s.path, sync: s.sync, log, intervalMs: 5, restartFrames: 64, gate, holdMaxMs: 5 });
@@ -325,8 +327,7 @@ test("without the thread the same writes stay in the WAL (the test above is not 
 
 test("a thread that cannot open the database hands checkpoints back to the server's connection and says so", async () => {
   const s = fileStore();
-  const lines: Array<Record<string, unknown>> = [];
-  const log = createLogger("debug", (line) => lines.push(JSON.parse(line)));
+  const { lines, log } = capture();
   const cp = startCheckpointer({ client: s.client, path: join(dir, "missing", "nope.db"), sync: "NORMAL", log });
   await cp.ready;
   expect(autocheckpoint(s)).toBe(1000);
