@@ -22,6 +22,9 @@ import { createArgon2Hasher, type PasswordHasher } from "./features/accounts/pas
 import { silentLogger, type Logger } from "./log.ts";
 import { createServer, type Switchboard } from "./server.ts";
 
+/** The demo page's routes, for `startTestServer({ routes: pageRoutes() })`. */
+export { pageRoutes } from "./web/routes.ts";
+
 export interface TestServerOptions {
   /** Settings over the defaults (HOST is 127.0.0.1 and PORT 0 unless given). */
   config?: Partial<Config>;
@@ -49,7 +52,8 @@ export interface TestServer {
   server: Server<unknown>;
   /**
    * A new SDK client of this server, resolved once connected (and, with a `token`,
-   * signed in). Closed by `stop`.
+   * signed in). Closed by `stop`. Rejects if the client closes, is signed out, or its
+   * first connection fails (the client is then closed): a test does not hang on it.
    */
   client(options?: Partial<ClientOptions>): Promise<SwitchboardClient>;
   /** A connected client signed up as a new user (name unique in this process). */
@@ -114,6 +118,11 @@ async function start(options: TestServerOptions, clients: Set<SwitchboardClient>
           c.on("open", () => done()),
           c.on("closed", ({ code, reason }) => done(new Error(`client closed (${code} ${reason})`))),
           c.on("signed-out", ({ reason }) => done(new Error(`client signed out (${reason})`))),
+          // The first connection failed (the server stopped, say): a test should not hang on it.
+          c.on("reconnecting", ({ code, reason }) => {
+            done(new Error(`could not connect to ${wsUrl} (${code}${reason ? ` ${reason}` : ""})`));
+            c.close();
+          }),
         ];
         function done(err?: Error) {
           for (const off of offs) off();

@@ -8,6 +8,15 @@ export interface Backoff {
 
 export const defaultBackoff: Backoff = { minMs: 500, maxMs: 15_000 };
 
+/** `backoff`, if both bounds are finite and 0 < minMs <= maxMs; else a RangeError. */
+export function checkBackoff(backoff: Backoff): Backoff {
+  const { minMs, maxMs } = backoff;
+  if (!(minMs > 0 && maxMs >= minMs && Number.isFinite(maxMs))) {
+    throw new RangeError(`createClient: backoff: expected 0 < minMs <= maxMs, both in milliseconds, got ${JSON.stringify({ minMs, maxMs })}`);
+  }
+  return backoff;
+}
+
 /**
  * Exponential backoff with full jitter: a uniform delay in
  * `[0, min(maxMs, minMs * 2^attempt))`, so that clients dropped together by a restart

@@ -7,6 +7,7 @@ import { newNonce, Outbox } from "./outbox.ts";
 import { Rooms } from "./rooms.ts";
 import { Session } from "./session.ts";
 import { memoryStore, SavedState, type OutboxEntry } from "./store.ts";
+import { after, checkTimeout } from "./timeouts.ts";
 import type { CallOptions, ClientEvents, ClientOptions, ConnectionState } from "./types.ts";
 
 /**
@@ -44,7 +45,7 @@ export class SwitchboardClient {
     this.roomFeeds = new Rooms(options.historyPageSize, this.saved, this.connection, this.sends, this.events);
     this.session = new Session(options.token ?? null, this.saved, this.connection, this.roomFeeds, this.sends);
     this.roomFeeds.trackStored();
-    if (options.autoConnect ?? true) this.connect();
+    if (options.autoConnect ?? true) this.connection.connect("later");
   }
 
   /** The connection state; every change is also a `state` event. */
@@ -106,11 +107,16 @@ export class SwitchboardClient {
     match: (event: ClientEvents[K]) => boolean = () => true,
     timeoutMs = this.connection.timeoutMs,
   ): Promise<ClientEvents[K]> {
+    try {
+      checkTimeout("next: timeoutMs", timeoutMs);
+    } catch (e) {
+      return Promise.reject(e);
+    }
     return new Promise((resolve, reject) => {
-      const timer = setTimeout(() => {
+      const timer = after(timeoutMs, () => {
         off();
         reject(new SwitchboardError("timeout", `no ${String(type)} event within ${timeoutMs} ms`));
-      }, timeoutMs);
+      });
       const off = this.on(type, (event) => {
         if (!match(event)) return;
         clearTimeout(timer);
@@ -282,11 +288,11 @@ export class SwitchboardClient {
   // ---------------------------------------------------------------- requests
 
   private async withDeadline<T>(type: RequestType, options: CallOptions | undefined, run: (deadline: number) => Promise<T>): Promise<T> {
-    const ms = options?.timeoutMs ?? this.connection.timeoutMs;
+    const ms = checkTimeout(`${type}: timeoutMs`, options?.timeoutMs ?? this.connection.timeoutMs);
     const deadline = Date.now() + ms;
     let timer: ReturnType<typeof setTimeout> | undefined;
     const expired = new Promise<never>((_, reject) => {
-      timer = setTimeout(() => reject(new SwitchboardError("timeout", `no reply to ${type} within ${ms} ms`, { request: type })), ms);
+      timer = after(ms, () => reject(new SwitchboardError("timeout", `no reply to ${type} within ${ms} ms`, { request: type })));
     });
     try {
       return await Promise.race([run(deadline), expired]);

@@ -1,8 +1,9 @@
 import { CloseCode, type MessageEvent, type PresenceEvent, type RequestType, type User } from "../protocol/index.ts";
-import { backoffDelay, defaultBackoff, type Backoff } from "./backoff.ts";
+import { backoffDelay, checkBackoff, defaultBackoff, type Backoff } from "./backoff.ts";
 import type { Emitter } from "./emitter.ts";
 import { SwitchboardError } from "./errors.ts";
 import { Socket } from "./socket.ts";
+import { after, checkTimeout } from "./timeouts.ts";
 import type { ClientEvents, ClientOptions, ConnectionState, WebSocketConstructor, WebSocketLike } from "./types.ts";
 
 /** What the rest of the client does at each turn of the connection's life. */
@@ -64,9 +65,12 @@ export class Connection {
     const WS = options.WebSocket ?? (globalThis as { WebSocket?: WebSocketConstructor }).WebSocket;
     if (!WS) throw new TypeError("createClient: no WebSocket implementation; pass options.WebSocket");
     this.WS = WS;
-    this.timeoutMs = options.requestTimeoutMs ?? 10_000;
-    this.backoff = options.backoff ?? defaultBackoff;
+    this.timeoutMs = checkTimeout("createClient: requestTimeoutMs", options.requestTimeoutMs ?? 10_000);
+    this.backoff = checkBackoff(options.backoff ?? defaultBackoff);
     this.heartbeatMs = options.heartbeatMs ?? 25_000;
+    if (!(this.heartbeatMs >= 0) || this.heartbeatMs === Infinity) {
+      throw new RangeError(`createClient: heartbeatMs: expected milliseconds (0 turns it off), got ${this.heartbeatMs}`);
+    }
     this.random = options.random ?? Math.random;
   }
 
@@ -79,11 +83,27 @@ export class Connection {
     return this.socket;
   }
 
-  connect(): void {
+  /**
+   * Opens a socket. `announce: "later"` (the connection `createClient` starts) emits the
+   * `state` and `connecting` events after the caller's synchronous code, so that the
+   * listeners it adds right after `createClient` see them; the state is `connecting` at once.
+   */
+  connect(announce: "now" | "later" = "now"): void {
     if (this.socket || this.reconnectTimer !== undefined) return;
     if (this.currentState === "connecting" || this.currentState === "reconnecting" || this.currentState === "open") return;
-    this.setState("connecting");
-    this.events.emit("connecting", {});
+    if (announce === "now") {
+      this.setState("connecting");
+      this.events.emit("connecting", {});
+    } else {
+      const previous = this.currentState;
+      this.currentState = "connecting";
+      queueMicrotask(() => {
+        // Closed (or already past connecting) meanwhile: those events told the story.
+        if (this.currentState !== "connecting") return;
+        this.events.emit("state", { state: "connecting", previous });
+        this.events.emit("connecting", {});
+      });
+    }
     this.openSocket();
   }
 
@@ -103,10 +123,10 @@ export class Connection {
     return new Promise<Socket>((resolve, reject) => {
       const waiter: ReadyWaiter = { signIn: CONNECTS.has(type), resolve, reject };
       this.readyWaiters.push(waiter);
-      const timer = setTimeout(() => {
+      const timer = after(deadline - Date.now(), () => {
         this.readyWaiters = this.readyWaiters.filter((w) => w !== waiter);
         reject(new SwitchboardError("timeout", `not connected within the timeout`, { request: type }));
-      }, Math.max(0, deadline - Date.now()));
+      });
       waiter.resolve = (socket) => {
         clearTimeout(timer);
         resolve(socket);

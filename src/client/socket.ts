@@ -1,6 +1,7 @@
 import type { MessageEvent, PresenceEvent, RequestType, ResultOf } from "../protocol/index.ts";
 import { SwitchboardError } from "./errors.ts";
 import { decodeFrame, decodeResult, fromReply } from "./frames.ts";
+import { after } from "./timeouts.ts";
 import type { WebSocketLike } from "./types.ts";
 
 interface Pending {
@@ -37,12 +38,10 @@ export class Socket {
       }
       const ref = this.nextRef();
       const pending: Pending = { type, resolve: resolve as (r: unknown) => void, reject, timer: undefined };
-      if (timeoutMs !== Infinity) {
-        pending.timer = setTimeout(() => {
-          this.pending.delete(ref);
-          reject(new SwitchboardError("timeout", `no reply to ${type} within ${Math.round(timeoutMs)} ms`, { request: type }));
-        }, Math.max(0, timeoutMs));
-      }
+      pending.timer = after(timeoutMs, () => {
+        this.pending.delete(ref);
+        reject(new SwitchboardError("timeout", `no reply to ${type} within ${Math.round(timeoutMs)} ms`, { request: type }));
+      });
       this.pending.set(ref, pending);
       try {
         this.ws.send(JSON.stringify({ type, ref, ...params }));

@@ -3,15 +3,21 @@ import type { Backoff } from "./backoff.ts";
 import type { SwitchboardError } from "./errors.ts";
 import type { ClientStore, OutboxEntry } from "./store.ts";
 
+/**
+ * A handler property: checked like a method, so that a WebSocket whose handlers take a
+ * richer event (the DOM's `(ev: Event) => any`) is accepted.
+ */
+type Handler<E> = { bivarianceHack(event: E): void }["bivarianceHack"];
+
 /** The part of the WebSocket API the client uses (browsers, Bun, Deno, the `ws` package). */
 export interface WebSocketLike {
   readonly readyState: number;
   send(data: string): void;
   close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  onopen: Handler<unknown> | null;
+  onmessage: Handler<{ data: unknown }> | null;
+  onclose: Handler<{ code: number; reason: string }> | null;
+  onerror: Handler<unknown> | null;
 }
 export type WebSocketConstructor = new (url: string) => WebSocketLike;
 

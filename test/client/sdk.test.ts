@@ -199,3 +199,67 @@ function typeChecks(client: SwitchboardClient) {
   });
 }
 void typeChecks;
+
+describe("options and timeouts", () => {
+  test("the platform's WebSocket is accepted as the WebSocket option, types included", async () => {
+    t = await startTestServer();
+    // A type error here before the handler types were made bivariant (DOM and Bun types alike).
+    const client = createClient({ ...fast, url: t.wsUrl, WebSocket: globalThis.WebSocket });
+    await client.next("open");
+    expect(await client.ping()).toEqual({});
+    client.close();
+  });
+
+  test("listeners added right after createClient see the first connection's events", async () => {
+    t = await startTestServer();
+    const client = createClient({ ...fast, url: t.wsUrl });
+    expect(client.state).toBe("connecting");
+    const seen: string[] = [];
+    client.on("state", ({ state, previous }) => seen.push(`state ${previous}->${state}`));
+    client.on("connecting", () => seen.push("connecting"));
+    client.on("open", () => seen.push("open"));
+    await client.next("open");
+    expect(seen).toEqual(["state closed->connecting", "connecting", "state connecting->open", "open"]);
+    // Closed before the events go out: none of them.
+    const other = createClient({ ...fast, url: t.wsUrl });
+    const early: string[] = [];
+    other.on("connecting", () => early.push("connecting"));
+    other.on("state", ({ state }) => early.push(state));
+    other.close();
+    await Promise.resolve();
+    await Promise.resolve();
+    expect(early).toEqual(["closed"]);
+    client.close();
+  });
+
+  test("timeouts: Infinity (or past 2^31-1 ms) waits without limit; zero, negative or NaN is a RangeError", async () => {
+    t = await startTestServer();
+    expect(() => createClient({ url: t.wsUrl, autoConnect: false, requestTimeoutMs: 0 })).toThrow(RangeError);
+    expect(() => createClient({ url: t.wsUrl, autoConnect: false, requestTimeoutMs: Number.NaN })).toThrow(RangeError);
+    expect(() => createClient({ url: t.wsUrl, autoConnect: false, backoff: { minMs: 10 } as never })).toThrow(RangeError);
+    expect(() => createClient({ url: t.wsUrl, autoConnect: false, backoff: { minMs: 100, maxMs: 10 } })).toThrow(RangeError);
+    expect(() => createClient({ url: t.wsUrl, autoConnect: false, heartbeatMs: Number.NaN })).toThrow(RangeError);
+    const client = await t.client({ ...fast, requestTimeoutMs: Infinity });
+    // Before: these fired at once (setTimeout turns Infinity and 2^40 into 1 ms).
+    expect(await client.ping({ timeoutMs: Infinity })).toEqual({});
+    expect(await client.ping({ timeoutMs: 2 ** 40 })).toEqual({});
+    const later = client.next("joined", () => true, 2 ** 40);
+    await Bun.sleep(5);
+    await client.signup({ username: "tim_eout", password: "correct horse battery" });
+    await client.join({ room: "lobby" });
+    expect(await later).toMatchObject({ room: "lobby" });
+    for (const bad of [0, -1, Number.NaN]) {
+      await expect(client.ping({ timeoutMs: bad })).rejects.toThrow(RangeError);
+      await expect(client.next("open", () => true, bad)).rejects.toThrow(RangeError);
+    }
+  });
+
+  test("startTestServer's client() rejects, instead of hanging, when it cannot connect", async () => {
+    t = await startTestServer();
+    const url = t.wsUrl;
+    await t.stop();
+    const started = Date.now();
+    await expect(t.client(fast)).rejects.toThrow(`could not connect to ${url}`);
+    expect(Date.now() - started).toBeLessThan(fast.requestTimeoutMs);
+  });
+});
