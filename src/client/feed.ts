@@ -22,6 +22,12 @@ export class RoomFeed {
   joining: Promise<ResultOf<"join">> | null = null;
   /** The reply to the last join that set this feed up. */
   lastJoin: ResultOf<"join"> | null = null;
+  /**
+   * Made by a `join` call that waits for its first join (which may go out as part of the
+   * sign-in, with the re-joins, when the call was made while connecting): that join is
+   * not a re-join.
+   */
+  awaited = false;
   private readonly held = new Map<number, MessageEvent>();
 
   constructor(

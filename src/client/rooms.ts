@@ -53,7 +53,10 @@ export class Rooms {
   /** Follows `room` from `lastDelivered`, unless it is followed already. */
   follow(room: string, lastDelivered: number | null): { feed: RoomFeed; created: boolean } {
     const feed = this.feeds.get(room);
-    return feed ? { feed, created: false } : { feed: this.track(room, lastDelivered), created: true };
+    if (feed) return { feed, created: false };
+    const created = this.track(room, lastDelivered);
+    created.awaited = true;
+    return { feed: created, created: true };
   }
 
   /**
@@ -182,6 +185,8 @@ export class Rooms {
       throw err;
     }
     if (this.stale(socket, feed, generation)) return;
+    const first = feed.awaited;
+    feed.awaited = false;
     const { fillTo, mismatch } = feed.joined(result, since);
     this.saved.state.seqs[feed.room] = feed.lastDelivered ?? result.seq;
     this.saved.save(false);
@@ -191,7 +196,7 @@ export class Rooms {
         new SwitchboardError("history_mismatch", `${feed.room} ends at seq ${result.seq}, before the seq ${since} this client delivered`),
       );
     }
-    this.events.emit("joined", { ...result, rejoin });
+    this.events.emit("joined", { ...result, rejoin: rejoin && !first });
     this.outbox.pump();
     if (fillTo !== null) await this.fill(socket, feed, fillTo);
   }

@@ -384,3 +384,22 @@ test("leave while disconnected: a send written before the drop rejects with disc
   expect((await a.history({ room: "talk" })).messages.map((m) => m.body)).toEqual(["written"]);
 });
 
+
+test("a join made while the client is still signing in is a first join (rejoin: false); after a reconnect, rejoin: true", async () => {
+  t = await startTestServer();
+  proxy = startProxy(t.wsUrl);
+  const { token } = await t.signedIn(fast);
+  // With a token, the client signs in with `auth` and re-joins its rooms before it is open:
+  // a join asked meanwhile goes out with those.
+  const a = createClient({ ...fast, url: proxy.wsUrl, token });
+  cleanups.push(() => a.close());
+  const joined: Array<{ room: string; rejoin: boolean }> = [];
+  a.on("joined", ({ room, rejoin }) => joined.push({ room, rejoin }));
+  expect(a.state).not.toBe("open");
+  await a.join({ room: "first" });
+  expect(joined).toEqual([{ room: "first", rejoin: false }]);
+  const again = a.next("joined");
+  proxy.cut();
+  expect(await again).toMatchObject({ room: "first", rejoin: true });
+  expect(joined).toEqual([{ room: "first", rejoin: false }, { room: "first", rejoin: true }]);
+});
