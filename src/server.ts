@@ -132,8 +132,12 @@ export function createServer(deps: ServerDeps) {
   const websocket = {
     data: {} as Conn,
     maxPayloadLength: config.MAX_FRAME_BYTES,
-    // Past this Bun stops queueing for the socket; Outbound closes it with 1013 first.
-    backpressureLimit: config.SEND_BUFFER_BYTES,
+    // Past this Bun drops frames for the socket, silently. Outbound closes it with 1013
+    // once it measures more than SEND_BUFFER_BYTES buffered; the margin covers frames it
+    // counts late (a presence event published from a sign-in's promise callback is
+    // written after the next setImmediate, not before, so the next commit's turn can take
+    // it as written).
+    backpressureLimit: 2 * config.SEND_BUFFER_BYTES,
     closeOnBackpressureLimit: false,
     idleTimeout: config.IDLE_TIMEOUT_S,
     sendPings: true,

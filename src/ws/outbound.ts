@@ -15,9 +15,13 @@ const frameBytesBound = (frame: string) => frame.length * 3 + 14;
  * bound instead: when its buffer was last measured, it had `limit - buffered` bytes of
  * room, and only published frames can have filled it since (a direct send measures
  * again). It is measured again once the bytes published since could have passed the
- * limit. Published frames are written when Bun drains its topics at the end of the
- * event-loop turn, after the commit that published them, so a measurement counts the
- * frames of the current commit as not yet written (`mark`).
+ * limit. Published frames are written when Bun drains its topics, at the end of the
+ * phase of the event loop that published them: a commit's messages (published from
+ * `setImmediate`) before the sockets are read again, a presence event (published from a
+ * frame's handler) before the next `setImmediate` callback runs (checked: a subscriber's
+ * buffered amount grows by a frame published in a handler by then, not before). So
+ * `mark` is taken at the start of each commit's turn, when everything published before
+ * is written, and a measurement counts what was published after it as not yet written.
  *
  * Visiting every member after every commit to compare its bound still cost a pass over
  * the room per commit (300 members: about 25 µs, more than the commit's own SQL when
@@ -31,7 +35,7 @@ export class Outbound {
   private readonly open = new Set<Socket>();
   /** Bytes published to rooms so far, counted by `frameBytesBound`. */
   private published = 0;
-  /** `published` when the latest commit began publishing. */
+  /** `published` at the start of the latest commit's turn: all of it is written. */
   private mark = 0;
   /** No open socket's `slackUntil` is below this. */
   private floor = Number.POSITIVE_INFINITY;
@@ -60,7 +64,7 @@ export class Outbound {
     else this.measure(ws);
   }
 
-  /** Called before a commit publishes its messages. */
+  /** Called at the start of a commit's turn (`setImmediate`), before it publishes. */
   beginPublishing(): void {
     this.mark = this.published;
   }

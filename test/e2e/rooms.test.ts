@@ -364,6 +364,29 @@ describe("recovery", () => {
     expect(b.s.unclaimed.filter((f) => f.type === "message")).toEqual([]);
   }, 30_000);
 
+  test("a member still catching up hears presence too (it is not subscribed yet), once, in order", async () => {
+    t = await startApp({ config: FAST });
+    const a = await member();
+    await seedLarge(a.s, 1000, "é".repeat(4000));
+    const b = await signedIn(t);
+    const c = await signedIn(t);
+    // b's replay of 8 MB waits for drain; meanwhile c comes and goes.
+    expect(await b.s.request({ type: "join", room: "lobby", since: 0 })).toMatchObject({ recovered: true, seq: 1000 });
+    await c.s.request({ type: "join", room: "lobby" });
+    await c.s.close();
+    const expected = [
+      { type: "presence", room: "lobby", user: c.name, state: "join" },
+      { type: "presence", room: "lobby", user: c.name, state: "leave" },
+    ];
+    expect([await b.s.next((f) => f.type === "presence", 20_000), await b.s.next((f) => f.type === "presence", 20_000)]).toEqual(expected);
+    // a, subscribed all along, by the room's publish.
+    expect(await a.s.next((f) => f.type === "presence" && f.user === b.name)).toMatchObject({ state: "join" });
+    expect([await a.s.next((f) => f.type === "presence"), await a.s.next((f) => f.type === "presence")]).toEqual(expected);
+    expect(seqs(await b.s.messages("lobby", 1000, 20_000))).toEqual(range(1, 1000));
+    await b.s.request({ type: "ping" });
+    expect(b.s.unclaimed.filter((f) => f.type === "presence")).toEqual([]);
+  }, 30_000);
+
   test("a catch-up of bodies that escape to 24 KB each is paced within a page, not closed with 1013", async () => {
     t = await startApp({ config: FAST });
     const a = await member();
