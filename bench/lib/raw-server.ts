@@ -8,12 +8,14 @@
  *   publish  send: JSON.parse, ok, server.publish, no database (the fan-out baseline)
  *   history  history: one prepared SELECT of 50 rows on Switchboard's own database file
  *   idle     auth/join answered ok, nothing stored (the memory baseline)
+ *   presence signup remembers the name; join publishes a presence event to the room's
+ *            other members, answers with the members, subscribes (the presence baseline)
  * In every mode auth is answered ok (no accounts) and join subscribes.
  */
 import { Database } from "bun:sqlite";
 
 interface Args {
-  mode: "echo" | "chat" | "publish" | "history" | "idle";
+  mode: "echo" | "chat" | "publish" | "history" | "idle" | "presence";
   db?: string;
   sync?: "NORMAL" | "FULL";
 }
@@ -60,7 +62,10 @@ interface Frame {
   limit?: number;
 }
 
-const server = Bun.serve<{ id: number }>({
+/** Presence mode: the members of each room, by name. */
+const members = new Map<string, Set<string>>();
+
+const server = Bun.serve<{ id: number; user?: string }>({
   port: 0,
   hostname: "127.0.0.1",
   fetch(req, srv) {
@@ -77,7 +82,21 @@ const server = Bun.serve<{ id: number }>({
       const req = JSON.parse(String(message)) as Frame;
       const ref = req.ref;
       switch (req.type) {
+        case "signup":
+          ws.data.user = (req as { username?: string }).username;
+          ws.send(JSON.stringify({ type: "ok", ref }));
+          return;
         case "join":
+          if (args.mode === "presence") {
+            const room = req.room ?? "";
+            const set = members.get(room) ?? new Set<string>();
+            members.set(room, set);
+            server.publish(`room:${room}`, JSON.stringify({ type: "presence", room, user: ws.data.user, state: "join" }));
+            set.add(ws.data.user ?? "");
+            ws.send(JSON.stringify({ type: "ok", ref, room, seq: 0, members: [...set] }));
+            ws.subscribe(`room:${room}`);
+            return;
+          }
           ws.subscribe(`room:${req.room}`);
           ws.send(JSON.stringify({ type: "ok", ref, room: req.room, seq: seqs.get(req.room ?? "") ?? 0, members: [] }));
           return;
