@@ -32,6 +32,20 @@ export interface ServerDeps {
 const json = (body: unknown, status = 200) => Response.json(body, { status });
 
 /**
+ * The close code the client was sent. When Bun (uWebSockets) ends a connection itself
+ * for a protocol error, it sends the RFC's code (1009 for a frame over the limit, 1007
+ * for invalid UTF-8, 1002 for the rest) but tells the `close` handler 1006, with the
+ * reason it sent ("Received too big message"...); an abnormal closure (a dropped
+ * network) comes with no reason.
+ */
+export function closeCodeSent(code: number, reason: string): number {
+  if (code !== 1006 || !reason.startsWith("Received ")) return code;
+  if (reason === "Received too big message") return CloseCode.tooBig;
+  if (reason === "Received invalid UTF-8") return 1007;
+  return 1002;
+}
+
+/**
  * How long a graceful stop waits for sign-ins in progress (and what waits behind them):
  * a hash takes tens of milliseconds, and the binary's whole stop has 2 s.
  */
@@ -153,12 +167,13 @@ export function createServer(deps: ServerDeps) {
     drain(ws: Socket) {
       rooms.drain(ws);
     },
-    close(ws: Socket, code: number) {
+    close(ws: Socket, code: number, reason: string) {
       ws.data.closed = true;
       outbound.closed(ws);
       account.signOut(ws);
-      metrics.closed(code);
-      log.debug("connection_closed", { conn: ws.data.id, code });
+      const sent = closeCodeSent(code, reason);
+      metrics.closed(sent);
+      log.debug("connection_closed", { conn: ws.data.id, code: sent });
     },
   };
 

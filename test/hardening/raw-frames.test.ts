@@ -4,10 +4,10 @@
  * answers the cases the spec gives it (binary 1003, size 1009) with the spec's codes.
  *
  * Observed with bun 1.4.5, all as the RFC asks: the close frame carries the code below
- * and a reason such as "Received invalid UTF-8". One difference the server cannot
- * control: for the protocol errors Bun closes itself (1002, 1007, 1009), the app's
- * `close` handler is told 1006, not the code sent, so `/metrics` counts those closes
- * under code="1006" (see the last test).
+ * and a reason such as "Received invalid UTF-8". For the protocol errors Bun closes
+ * itself (1002, 1007, 1009), the app's `close` handler is told 1006 and the reason it
+ * sent; the server maps the reason back to the code (`closeCodeSent`), so `/metrics`
+ * counts those closes under the code the client saw (see the last test).
  */
 import { afterAll, beforeAll, describe, expect, test } from "bun:test";
 import { encodeFrame, Opcode, RawWs, type FrameSpec } from "../../bench/lib/raw-ws.ts";
@@ -198,7 +198,7 @@ describe("frame size limit (MAX_FRAME_BYTES, default 65,536)", () => {
 });
 
 describe("what the app sees of Bun's own closes", () => {
-  test("ACTUAL BEHAVIOUR (Bun): for closes Bun makes itself (1002, 1007, 1009) the app's close handler gets 1006, so /metrics counts them as 1006", async () => {
+  test("closes Bun makes itself (1002, 1007, 1009) reach the app as 1006 and a reason; /metrics counts the code the client saw", async () => {
     const app = await startApp();
     try {
       for (const spec of [text(PING, { mask: false }), text(Buffer.from([0xff])), { opcode: Opcode.binary, payload: "x" }]) {
@@ -210,8 +210,13 @@ describe("what the app sees of Bun's own closes", () => {
       w.write(encodeFrame(text("x".repeat(70_000))));
       expect((await w.end()).code).toBe(1009);
       await Bun.sleep(50);
-      // The client saw 1002, 1007, 1003 and 1009; the server-side handler saw 1006 for all but the app's own 1003.
-      expect(Object.fromEntries(app.app.metrics.closes)).toEqual({ 1006: 3, 1003: 1 });
+      // The client saw 1002, 1007, 1003 and 1009 (the handler was told 1006 for all but the app's own 1003).
+      expect(Object.fromEntries(app.app.metrics.closes)).toEqual({ 1002: 1, 1007: 1, 1003: 1, 1009: 1 });
+      // A connection that just drops is still 1006.
+      const dropped = await RawWs.open(app.port);
+      dropped.destroy();
+      for (let i = 0; i < 100 && !app.app.metrics.closes.has(1006); i++) await Bun.sleep(5);
+      expect(app.app.metrics.closes.get(1006)).toBe(1);
     } finally {
       await app.stop();
     }
