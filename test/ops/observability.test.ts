@@ -104,6 +104,7 @@ test("/metrics is valid exposition format and its series move with traffic", asy
   expect(value(after, "switchboard_errors_total", { code: "unknown_type" })).toBe(1);
   expect(value(after, "switchboard_errors_total", { code: "bad_request" })).toBe(1);
   expect(value(after, "switchboard_messages_stored_total")).toBe(3);
+  expect(value(after, "switchboard_commits_total")).toBe(3); // one send at a time: a commit each
   expect(value(after, "switchboard_rooms")).toBe(1);
   expect(value(after, "switchboard_rooms_active")).toBe(1);
 
@@ -133,6 +134,13 @@ test("/metrics is valid exposition format and its series move with traffic", asy
   expect(value(folded, "switchboard_wal_checkpointed_frames_total")).toBeGreaterThan(0);
   // A few writes never take the WAL near 64 MiB: nothing to empty.
   expect(value(folded, "switchboard_wal_restarts_total")).toBe(0);
+
+  // A retry of a nonce stores nothing: counted as deduplicated, and as no commit.
+  for (let i = 0; i < 2; i++) expect(await s.request({ type: "send", room: "metrics", body: "once", nonce: "n-1" })).toMatchObject({ seq: 4 });
+  const retried = await scrape(inst);
+  expect(value(retried, "switchboard_messages_stored_total")).toBe(4);
+  expect(value(retried, "switchboard_messages_deduplicated_total")).toBe(1);
+  expect(value(retried, "switchboard_commits_total")).toBe(4);
 
   await s.close(1000);
   const closed = await scrape(inst);

@@ -125,7 +125,8 @@ export function createRoomService(deps: {
     }
   }
 
-  function writeBatch(batch: PendingSend[]): void {
+  /** Returns the rows stored (0 when every send repeated a nonce). */
+  function writeBatch(batch: PendingSend[]): number {
     const touched = new Set<LiveRoom>();
     const rows: MessageInsert[] = [];
     // Nonces stored by this batch: its rows are inserted at the end, so the table cannot tell yet.
@@ -153,6 +154,7 @@ export function createRoomService(deps: {
     }
     queries.insertMessages(rows);
     for (const room of touched) queries.setLatest(room.id, room.latestSeq);
+    return rows.length;
   }
   const writeBatchTx = client.transaction(writeBatch);
 
@@ -161,8 +163,8 @@ export function createRoomService(deps: {
     const saved = new Map<LiveRoom, number>();
     for (const item of batch) if (!saved.has(item.room)) saved.set(item.room, item.room.latestSeq);
     try {
-      writeBatchTx(batch);
-      metrics.commits++;
+      // Counted when it stored something: a batch of repeated nonces only read.
+      if (writeBatchTx(batch) > 0) metrics.commits++;
       return true;
     } catch (err) {
       for (const [room, seq] of saved) room.latestSeq = seq;
