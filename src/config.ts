@@ -23,7 +23,7 @@ export const settings = {
   PORT: { schema: int(0, 65535), default: "8081", help: "TCP port to listen on (0 picks a free one)" },
   HOST: { schema: z.string().min(1), default: "0.0.0.0", help: "address to bind" },
   DB_PATH: { schema: z.string().min(1), default: "./data/switchboard.db", help: "SQLite file (folder created), or :memory:" },
-  DB_SYNC: { schema: z.enum(["NORMAL", "FULL"]), default: "NORMAL", help: "synchronous mode: NORMAL survives a process crash, FULL also power loss" },
+  DB_SYNC: { schema: z.enum(["NORMAL", "FULL"]), default: "NORMAL", help: "synchronous mode, NORMAL or FULL: NORMAL survives a process crash, FULL also power loss" },
   ALLOWED_ORIGINS: {
     schema: z.string(),
     default: "",
@@ -34,9 +34,9 @@ export const settings = {
     default: "",
     help: "reverse proxies whose X-Forwarded-For gives the client address: addresses and subnets, comma-separated (* for any peer)",
   },
-  LOG_LEVEL: { schema: z.enum(["debug", "info", "warn", "error", "silent"]), default: "info", help: "least severe log level printed" },
-  MAX_FRAME_BYTES: { schema: int(256, 16 * 1024 * 1024), default: "65536", help: "largest frame payload; one byte more closes with 1009" },
-  SEND_RATE: { schema: num(0.001), default: "20", help: "sends per second per connection (token bucket refill)" },
+  LOG_LEVEL: { schema: z.enum(["debug", "info", "warn", "error", "silent"]), default: "info", help: "least severe log level printed: debug, info, warn, error or silent" },
+  MAX_FRAME_BYTES: { schema: int(256, 16 * 1024 * 1024), default: "65536", help: "largest frame payload, 256 to 16777216; one byte more closes with 1009" },
+  SEND_RATE: { schema: num(0.001), default: "20", help: "sends per second per connection (token bucket refill; at least 0.001)" },
   SEND_BURST: { schema: int(1), default: "40", help: "sends a connection may make at once (token bucket size)" },
   SIGNIN_FAILS_PER_USER: { schema: int(1), default: "10", help: "failed sign-ins per username per window" },
   SIGNIN_USER_WINDOW_MS: { schema: int(1), default: "900000", help: "window of SIGNIN_FAILS_PER_USER" },
@@ -50,12 +50,12 @@ export const settings = {
     help: "per-client send buffer; past it the client is closed with 1013 (at least 65536)",
   },
   INVALID_FRAME_LIMIT: { schema: int(1), default: "10", help: "invalid frames in a row before closing with 1008" },
-  SESSION_IDLE_DAYS: { schema: num(0.0001), default: "30", help: "a session token expires after this long unused" },
+  SESSION_IDLE_DAYS: { schema: num(0.0001), default: "30", help: "a session token expires after this long unused (at least 0.0001)" },
   HASH_CONCURRENCY: {
     schema: int(1, 64),
     // One core is left to the event loop, so that a storm of sign-ins does not stall others' messages.
     default: String(Math.max(1, availableParallelism() - 1)),
-    help: "password hashes computed at once (cores - 1 here, at least 1)",
+    help: "password hashes computed at once, 1 to 64 (cores - 1 here, at least 1)",
   },
   HASH_QUEUE: { schema: int(0), default: "256", help: "sign-ins waiting for a hash slot before rate_limited" },
   IDLE_TIMEOUT_S: {

@@ -12,7 +12,7 @@ import { systemClock } from "./clock.ts";
 import { ConfigError, loadConfig, settingsHelp, type Config } from "./config.ts";
 import { openStore, type Store } from "./db/open.ts";
 import { backup } from "./db/backup.ts";
-import { lockDatabase, type InstanceLock } from "./db/instance-lock.ts";
+import { lockDatabase, realDatabasePath, type InstanceLock } from "./db/instance-lock.ts";
 import { createLogger, type Logger } from "./log.ts";
 import { createServer } from "./server.ts";
 import { pageRoutes } from "./web/routes.ts";
@@ -56,13 +56,18 @@ function lockOrFail(config: Config): void {
   } catch (e) {
     fail(`DB_PATH: cannot open ${config.DB_PATH}: ${reason(e)}`);
   }
-  if (!instanceLock) fail(`DB_PATH: ${config.DB_PATH} is in use by another switchboard (serve or migrate; it holds ${config.DB_PATH}.lock): stop it first`);
+  if (!instanceLock) {
+    fail(`DB_PATH: ${config.DB_PATH} is in use by another switchboard (serve or migrate; it holds ${realDatabasePath(config.DB_PATH)}.lock): stop it first`);
+  }
 }
 
 function openOrFail(config: Config): Store {
   try {
     return openStore(config.DB_PATH, config.DB_SYNC);
   } catch (e) {
+    // Not a database (or not one of ours): leave no `.lock` beside whatever it is.
+    instanceLock?.discard();
+    instanceLock = null;
     fail(`DB_PATH: cannot open ${config.DB_PATH}: ${reason(e)}`);
   }
 }
@@ -117,7 +122,10 @@ async function serve(config: Config): Promise<void> {
   try {
     server = app.listen();
   } catch (e) {
-    fail(`PORT: cannot listen on ${config.HOST}:${config.PORT}: ${reason(e)}`);
+    // An address this machine does not have, or a name it cannot resolve, is the host's fault.
+    const code = (e as { code?: string }).code;
+    const setting = code === "EADDRNOTAVAIL" || code === "EINVAL" ? "HOST" : "PORT";
+    fail(`${setting}: cannot listen on ${config.HOST}:${config.PORT}: ${reason(e)}`);
   }
 
   let stopping = false;

@@ -1,9 +1,38 @@
 import { Database } from "bun:sqlite";
-import { mkdirSync } from "node:fs";
-import { dirname } from "node:path";
+import { existsSync, mkdirSync, readlinkSync, realpathSync, rmSync } from "node:fs";
+import { basename, dirname, join, resolve } from "node:path";
 
 export interface InstanceLock {
+  /** The lock file: `<db>.lock` beside the database's real path. */
+  readonly path: string;
   release(): void;
+  /** Releases it and removes the lock file if this process made it (the database then could not be opened). */
+  discard(): void;
+}
+
+/**
+ * The database's real path: through a symlink to the file or to its folder, so that two
+ * names of one database take one lock. (A hard link is another name the path cannot
+ * tell; see docs/operations.md.)
+ */
+export function realDatabasePath(path: string): string {
+  let p = resolve(path);
+  for (let hops = 0; hops < 40; hops++) {
+    try {
+      return realpathSync(p);
+    } catch {
+      // Not there yet: a symlink names where it will be; anything else is a first start,
+      // and the folder's real path with its name is the answer.
+    }
+    let target: string;
+    try {
+      target = readlinkSync(p);
+    } catch {
+      return join(realpathSync(dirname(p)), basename(p));
+    }
+    p = resolve(dirname(p), target);
+  }
+  return p; // a loop of symlinks: opening it fails anyway
 }
 
 /**
@@ -14,12 +43,16 @@ export interface InstanceLock {
  * locking mode and held for the life of the connection: the kernel drops it when the
  * process ends, even on `kill -9`. Returns null when another process holds it.
  */
-export function lockDatabase(path: string): InstanceLock | null {
-  mkdirSync(dirname(path), { recursive: true });
-  const lock = new Database(`${path}.lock`, { create: true, strict: true });
+export function lockDatabase(dbPath: string): InstanceLock | null {
+  mkdirSync(dirname(dbPath), { recursive: true });
+  const path = `${realDatabasePath(dbPath)}.lock`;
+  const made = !existsSync(path);
+  const lock = new Database(path, { create: true, strict: true });
   try {
     lock.run("PRAGMA busy_timeout = 0");
     lock.run("PRAGMA locking_mode = EXCLUSIVE");
+    // No `.lock-journal` beside it: what the file holds does not need to survive a crash.
+    lock.run("PRAGMA journal_mode = MEMORY");
     lock.run("CREATE TABLE IF NOT EXISTS holder (pid INTEGER NOT NULL, since TEXT NOT NULL)");
     // The write is what takes the exclusive lock (CREATE ... IF NOT EXISTS may write nothing).
     lock.transaction(() => {
@@ -31,5 +64,12 @@ export function lockDatabase(path: string): InstanceLock | null {
     if ((e as { code?: string }).code === "SQLITE_BUSY") return null;
     throw e;
   }
-  return { release: () => lock.close() };
+  return {
+    path,
+    release: () => lock.close(),
+    discard: () => {
+      lock.close();
+      if (made) rmSync(path, { force: true });
+    },
+  };
 }

@@ -1,7 +1,7 @@
 /** The binary's command line: help, version, a flag per setting, one-line errors, migrate. */
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, readdirSync } from "node:fs";
+import { existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { settings } from "../../src/config.ts";
@@ -66,6 +66,12 @@ test("a port in use and an unopenable database are one-line errors naming the se
     expect(inUse.stderr).toMatch(/^switchboard: PORT: cannot listen on 127\.0\.0\.1:\d+: [^\n]*\n$/);
   } finally {
     busy.stop(true);
+  }
+  // An address the machine does not have (TEST-NET-1), or a name that cannot resolve (.invalid): the host's fault, not the port's.
+  for (const host of ["192.0.2.1", "name.invalid"]) {
+    const badHost = await runOnce(emptyFolderWithBinary(), ["--port", "0", "--host", host]);
+    expect(badHost.code).toBe(1);
+    expect(badHost.stderr).toMatch(new RegExp(`^switchboard: HOST: cannot listen on ${host.replaceAll(".", "\\.")}:0: [^\n]*\n$`));
   }
   // Held by another Switchboard (Bun's production mode would share the port with SO_REUSEPORT).
   const first = await Instance.start(emptyFolderWithBinary());
@@ -142,6 +148,33 @@ test("one server per database: a second serve or migrate on it exits 1 in one li
     await first.stop();
   }
   expect(await runOnce(dir, ["migrate"])).toMatchObject({ code: 0, stderr: "" });
+});
+
+test("one lock per database file, whatever the name: a symlink to it (even made before the file) is the same database", async () => {
+  const dir = emptyFolderWithBinary();
+  mkdirSync(join(dir, "data"));
+  // Dangling until the first server creates the file through it.
+  symlinkSync("real.db", join(dir, "data/alias.db"));
+  const first = await Instance.start(dir, ["--db-path", "data/alias.db"]);
+  try {
+    expect(existsSync(join(dir, "data/real.db"))).toBe(true);
+    // The lock is named after the real file, and no journal file sits beside it.
+    expect(readdirSync(join(dir, "data")).filter((f) => f.includes(".lock")).sort()).toEqual(["real.db.lock"]);
+    const second = await runOnce(dir, ["--port", "0", "--db-path", "data/real.db"]);
+    expect(second.code).toBe(1);
+    expect(second.stderr).toMatch(/^switchboard: DB_PATH: data\/real\.db is in use by another switchboard [^\n]*real\.db\.lock\)?: stop it first\n$/);
+  } finally {
+    expect(await first.stop()).toBe(0);
+  }
+});
+
+test("a DB_PATH that is not a database leaves nothing beside it", async () => {
+  const dir = emptyFolderWithBinary();
+  writeFileSync(join(dir, "notes.txt"), "not a database, but long enough to have a header's worth of bytes in it ".repeat(4));
+  const r = await runOnce(dir, ["migrate", "--db-path", "notes.txt"]);
+  expect(r.code).toBe(1);
+  expect(r.stderr).toMatch(/^switchboard: DB_PATH: cannot open notes\.txt: [^\n]*\n$/);
+  expect(readdirSync(dir).sort()).toEqual(["notes.txt", "switchboard"]);
 });
 
 test("flags mirror settings: --db-path takes effect over the default", async () => {
