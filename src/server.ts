@@ -214,6 +214,7 @@ export function createServer(deps: ServerDeps) {
       await Promise.race([dispatcher.idle(), new Promise<void>((resolve) => (timer = setTimeout(resolve, SIGN_IN_DRAIN_MS)))]);
       clearTimeout(timer);
       await rooms.idle();
+      rooms.silence();
       for (const ws of outbound.sockets()) outbound.close(ws, CloseCode.goingAway, "server shutting down");
       await checkpointer?.stop();
       checkpointer = null;

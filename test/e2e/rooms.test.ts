@@ -109,6 +109,19 @@ describe("presence", () => {
     expect(b.s.frames.filter((f) => f.type === "presence" && f.user === b.name)).toEqual([]);
   });
 
+  test("a graceful stop closes everyone with 1001 and tells nobody who left", async () => {
+    t = await startApp();
+    const members = [await member(), await member(), await member()];
+    // Each hears of those who joined after it.
+    for (const [i, m] of members.entries()) {
+      for (let k = i + 1; k < members.length; k++) await m.s.next((f) => f.type === "presence" && f.user === members[k]!.name);
+    }
+    const closed = members.map((m) => m.s.closed);
+    await t.app.shutdown();
+    expect((await Promise.all(closed)).map((c) => c.code)).toEqual([1001, 1001, 1001]);
+    for (const m of members) expect(m.s.unclaimed.filter((f) => f.type === "presence")).toEqual([]);
+  });
+
   test("logout leaves the rooms", async () => {
     t = await startApp();
     const a = await member();
