@@ -66,8 +66,10 @@ let shown = new Map<number, HTMLLIElement>();
 let seenNonces = new Set<string>();
 const failed = new Map<string, string>();
 let members = new Set<string>();
+/** The smallest seq shown. */
 let oldest: number | null = null;
-let hasMore = false;
+/** The newest page of history has been read (before that, whether older exist is unknown). */
+let historyRead = false;
 let loadingOlder = false;
 
 // ------------------------------------------------------------------ rendering
@@ -100,6 +102,7 @@ function messageItem(user: string, body: string, at: string | null, note?: strin
     const time = document.createElement("time");
     time.dateTime = at;
     time.textContent = new Date(at).toLocaleTimeString([], { hour: "2-digit", minute: "2-digit" });
+    time.title = new Date(at).toLocaleString();
     header.append(time);
   }
   if (note) {
@@ -128,8 +131,12 @@ function show(messages: ReadonlyArray<Omit<MessageEvent, "type">>): void {
     for (const [seq, el] of shown) if (seq > m.seq && (!after || seq < Number(after.dataset.seq))) after = el;
     ui.messages.insertBefore(li, after);
     shown.set(m.seq, li);
+    if (oldest === null || m.seq < oldest) oldest = m.seq;
   }
   ui.empty.hidden = shown.size > 0 || ui.pending.childElementCount > 0;
+  // Seqs are gapless from 1, and what is shown is contiguous (the SDK delivers from its
+  // last seq on, history pages are contiguous): older messages exist while seq 1 is not shown.
+  if (historyRead) ui.older.hidden = !(oldest !== null && oldest > 1);
 }
 
 function renderPending(): void {
@@ -181,6 +188,12 @@ function renderSession(): void {
   ui.send.disabled = !canWrite;
 }
 
+/** Shows `prefix` + what `e` means in `el`; a connectivity error is cleared once the client is online again. */
+function showError(el: HTMLElement, prefix: string, e: unknown): void {
+  el.textContent = prefix + describe(e);
+  el.dataset.transient = String(e instanceof SwitchboardError && (e.code === "timeout" || e.code === "disconnected"));
+}
+
 function describe(e: unknown): string {
   if (!(e instanceof SwitchboardError)) return "Something went wrong.";
   switch (e.code) {
@@ -190,8 +203,13 @@ function describe(e: unknown): string {
       return "That username is taken.";
     case "rate_limited":
       return `Too many attempts; try again in ${Math.ceil((e.retryAfterMs ?? 1000) / 1000)} s.`;
-    case "bad_request":
+    case "bad_request": {
+      // Sign-in fields have hints beside them; anything else says which field.
+      const paths = new Set(e.issues?.map((i) => i.path));
+      if (paths.has("username")) return "Check the username: 3–32 letters, digits, “_”, “.” or “-”.";
+      if (paths.has("password")) return "Check the password: at least 8 characters.";
       return e.issues?.map((i) => `${i.path}: ${i.message}`).join("; ") || e.message;
+    }
     case "timeout":
     case "disconnected":
       return "The server did not answer; check your connection.";
@@ -211,11 +229,12 @@ async function enterRoom(name: string): Promise<void> {
   failed.clear();
   members = new Set();
   oldest = null;
-  hasMore = false;
+  historyRead = false;
+  ui.older.hidden = true;
   ui.messages.replaceChildren();
   ui.room.value = name;
   ui.roomTitle.textContent = `#${name}`;
-  ui.body.placeholder = `Message #${name}`;
+  ui.body.placeholder = "Write a message…";
   ui.chatError.textContent = "";
   renderPending();
   renderMembers();
@@ -227,29 +246,31 @@ async function enterRoom(name: string): Promise<void> {
     renderMembers();
     await loadOlder(true);
     scrollToBottom();
+    if (document.activeElement === ui.room || document.activeElement === document.body) ui.body.focus();
   } catch (e) {
-    if (room === name) ui.chatError.textContent = `Could not join #${name}: ${describe(e)}`;
+    if (room === name) showError(ui.chatError, `Could not join #${name}: `, e);
   }
 }
 
 /** Loads the page of messages before the oldest shown (the newest page at first). */
 async function loadOlder(first = false): Promise<void> {
-  if (!room || loadingOlder || (!first && !hasMore)) return;
+  if (!room || loadingOlder || (!first && (!historyRead || oldest === null || oldest <= 1))) return;
   const name = room;
   loadingOlder = true;
   ui.messages.setAttribute("aria-busy", "true"); // older messages are not news
   try {
-    const page = await client.history(oldest === null ? { room: name, limit: PAGE } : { room: name, before: oldest, limit: PAGE });
+    const page = await client.history(first || oldest === null ? { room: name, limit: PAGE } : { room: name, before: oldest, limit: PAGE });
     if (room !== name) return;
     const height = ui.scroller.scrollHeight;
     const top = ui.scroller.scrollTop;
+    const buttonFocused = document.activeElement === ui.older;
+    historyRead = true;
     show(page.messages);
-    if (page.messages[0]) oldest = Math.min(oldest ?? Infinity, page.messages[0].seq);
-    hasMore = page.hasMore;
-    ui.older.hidden = !hasMore;
     if (!first) ui.scroller.scrollTop = top + (ui.scroller.scrollHeight - height); // keep the view still
+    // The button went away under the keyboard's focus: keep it in the history.
+    if (buttonFocused && ui.older.hidden) ui.scroller.focus();
   } catch (e) {
-    ui.chatError.textContent = `Could not load history: ${describe(e)}`;
+    showError(ui.chatError, "Could not load history: ", e);
   } finally {
     loadingOlder = false;
     ui.messages.removeAttribute("aria-busy");
@@ -260,6 +281,7 @@ async function loadOlder(first = false): Promise<void> {
 
 client.on("state", renderState);
 client.on("open", () => {
+  for (const el of [ui.authError, ui.chatError]) if (el.dataset.transient === "true") el.textContent = "";
   renderSession();
   // A reload with a saved room: the SDK re-joined it; the page fills its view.
   if (client.user && room === null) void enterRoom(localStorage.getItem(ROOM_KEY) ?? "lobby");
@@ -297,6 +319,9 @@ ui.authForm.addEventListener("submit", async (event) => {
   event.preventDefault();
   const mode = (event.submitter as HTMLButtonElement | null)?.value === "signup" ? "signup" : "login";
   ui.authError.textContent = "";
+  // The browser's own messages, on the field (the form is `novalidate` so that they come
+  // only on submit).
+  if (!ui.authForm.reportValidity()) return;
   const params = { username: ui.username.value.trim(), password: ui.password.value };
   for (const b of ui.authForm.querySelectorAll("button")) b.disabled = true;
   try {
@@ -307,7 +332,11 @@ ui.authForm.addEventListener("submit", async (event) => {
     await enterRoom(localStorage.getItem(ROOM_KEY) ?? "lobby");
     ui.body.focus();
   } catch (e) {
-    ui.authError.textContent = describe(e);
+    showError(ui.authError, "", e);
+    // Back where the fix is: the name that is taken, the password that is wrong.
+    const field = e instanceof SwitchboardError && e.code === "invalid_credentials" ? ui.password : ui.username;
+    field.focus();
+    field.select();
   } finally {
     for (const b of ui.authForm.querySelectorAll("button")) b.disabled = false;
   }
@@ -337,6 +366,7 @@ ui.composer.addEventListener("submit", (event) => {
   const body = ui.body.value.trim();
   if (!room || !body) return;
   ui.body.value = "";
+  ui.body.style.height = "";
   ui.chatError.textContent = "";
   client.send({ room, body }).catch((e: unknown) => {
     if (e instanceof SwitchboardError && e.code === "closed") return;
@@ -351,7 +381,17 @@ ui.composer.addEventListener("submit", (event) => {
 // units, and refuse 2,001 emoji that the server accepts): checked on every edit.
 ui.body.addEventListener("input", () => {
   const n = codePoints(ui.body.value.trim());
-  ui.body.setCustomValidity(n > BODY_MAX_CHARS ? `At most ${BODY_MAX_CHARS} characters: this is ${n}.` : "");
+  const tooLong = n > BODY_MAX_CHARS ? `At most ${BODY_MAX_CHARS} characters: this is ${n}.` : "";
+  ui.body.setCustomValidity(tooLong);
+  ui.body.setAttribute("aria-invalid", String(tooLong !== ""));
+  // Said in the page too: the browser's bubble shows only on a send, and goes.
+  if (tooLong || ui.chatError.dataset.tooLong === "true") {
+    ui.chatError.textContent = tooLong;
+    ui.chatError.dataset.tooLong = String(tooLong !== "");
+  }
+  // The box grows with its text, up to its max-height.
+  ui.body.style.height = "auto";
+  ui.body.style.height = `${ui.body.scrollHeight + 2}px`;
 });
 
 ui.body.addEventListener("keydown", (event) => {

@@ -185,6 +185,91 @@ test.skipIf(!RUN)(
     const shown = await page.locator("#messages li p").allInnerTexts();
     expect(shown.map((t) => t.trim())).toEqual([atLimit]);
     expect(await page.locator("#messages li").count()).toBe(1);
+    // Said in the page too, and marked on the box, while it is too long.
+    await box.fill(`${atLimit}😀`);
+    await expect(page.locator("#chat-error").innerText()).resolves.toBe("At most 4000 characters: this is 4001.");
+    expect(await box.getAttribute("aria-invalid")).toBe("true");
+    await box.fill("short again");
+    expect(await page.locator("#chat-error").isVisible()).toBe(false);
+    expect(await box.getAttribute("aria-invalid")).toBe("false");
+    await context.close();
+  },
+  20_000,
+);
+
+test.skipIf(!RUN)(
+  "the sign-in form: the browser's own checks, focus back on the field to fix, no console errors",
+  async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    const consoleErrors: string[] = [];
+    page.on("console", (m) => {
+      if (m.type() === "error") consoleErrors.push(m.text());
+    });
+    await page.goto(t.url);
+    await page.getByRole("button", { name: "Create account" }).click();
+    // Empty fields: the browser's message on the field, not the schema's text in the page.
+    expect(await page.locator("#auth-error").isVisible()).toBe(false);
+    expect(await page.getByLabel("Username").evaluate((el) => (el as HTMLInputElement).validity.valueMissing)).toBe(true);
+    const name = `erin_${Math.random().toString(36).slice(2, 6)}`;
+    await signUp(page, name);
+    await page.getByRole("button", { name: "Sign out" }).click();
+    await page.getByLabel("Username").fill(name);
+    await page.getByLabel("Password").fill("not the password");
+    await page.getByRole("button", { name: "Sign in" }).click();
+    await page.locator("#auth-error", { hasText: "Wrong username or password." }).waitFor();
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe("password");
+    // (A favicon request that 404s was a console error on every load.)
+    expect(consoleErrors).toEqual([]);
+    await context.close();
+  },
+  20_000,
+);
+
+test.skipIf(!RUN)(
+  "a phone-sized window: a long name and a long room name do not push the page sideways",
+  async () => {
+    const context = await browser.newContext({ viewport: { width: 375, height: 667 } });
+    const page = await context.newPage();
+    await signUp(page, `${"w".repeat(26)}_${Math.random().toString(36).slice(2, 6)}`);
+    const room = `r${"x".repeat(63)}`;
+    await page.getByLabel("Room").fill(room);
+    await page.getByRole("button", { name: "Join" }).click();
+    await page.locator("#room-title", { hasText: room }).waitFor();
+    await say(page, "from a phone");
+    await message(page, "from a phone").waitFor();
+    const widths = await page.evaluate(() => ({ page: document.documentElement.scrollWidth, window: window.innerWidth }));
+    expect(widths.page).toBeLessThanOrEqual(widths.window);
+    expect(await page.getByRole("button", { name: "Sign out" }).isVisible()).toBe(true);
+    const send = await page.getByRole("button", { name: "Send" }).boundingBox();
+    expect(send!.x + send!.width).toBeLessThanOrEqual(375);
+    mkdirSync(OUTPUT, { recursive: true });
+    await page.screenshot({ path: `${OUTPUT}/demo-phone.png`, fullPage: true });
+    await context.close();
+  },
+  20_000,
+);
+
+test.skipIf(!RUN)(
+  "reopened after missing every message of a room: all shown once, and no \"load older\" since seq 1 is shown",
+  async () => {
+    const context = await browser.newContext();
+    const page = await context.newPage();
+    await signUp(page, `finn_${Math.random().toString(36).slice(2, 6)}`);
+    await page.getByLabel("Room").fill("reopen");
+    await page.getByRole("button", { name: "Join" }).click();
+    await page.locator("#empty").waitFor(); // joined, nothing yet: the SDK's place in it is 0
+    await page.goto("about:blank");
+    // 60 while the page is closed: the SDK recovers all of them from its stored place,
+    // while the page's first history page holds only the newest 50 (and says hasMore).
+    const { client } = await t.signedIn();
+    await client.join({ room: "reopen" });
+    await Promise.all(Array.from({ length: 60 }, (_, i) => client.send({ room: "reopen", body: `later ${i + 1}` })));
+    await page.goto(t.url);
+    await message(page, "later 60").waitFor();
+    await page.locator("#messages li p", { hasText: /^later 1$/ }).waitFor();
+    expect(await page.locator("#messages li").count()).toBe(60);
+    expect(await page.locator("#older").isVisible()).toBe(false);
     await context.close();
   },
   20_000,
