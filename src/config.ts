@@ -50,6 +50,13 @@ export const settings = {
     help: "per-client send buffer; past it the client is closed with 1013 (at least 65536)",
   },
   INVALID_FRAME_LIMIT: { schema: int(1), default: "10", help: "invalid frames in a row before closing with 1008" },
+  REQUEST_RATE: {
+    schema: num(0.001),
+    default: "1000",
+    help: "requests per second per connection, of every type (token bucket refill; at least 0.001): past the burst rate_limited, a burst more closes with 1008",
+  },
+  REQUEST_BURST: { schema: int(1), default: "2000", help: "requests a connection may make at once (token bucket size)" },
+  MAX_ROOMS_PER_CONNECTION: { schema: int(1), default: "100", help: "rooms one connection may be in at once; a join past it is bad_request" },
   SESSION_IDLE_DAYS: { schema: num(0.0001), default: "30", help: "a session token expires after this long unused (at least 0.0001)" },
   HASH_CONCURRENCY: {
     schema: int(1, 64),

@@ -76,7 +76,15 @@ export function createServer(deps: ServerDeps) {
   const rooms = createRoomService({ client: store.client, queries, clock, config, outbound, metrics, log });
   const account = createAccountHandlers({ accounts, sessions, outbound, onSignOut: (ws) => rooms.leaveAll(ws) });
   const handlers = { ...account.handlers, ...createRoomHandlers(rooms) } satisfies Handlers;
-  const dispatcher = createDispatcher({ handlers, outbound, metrics, log, invalidFrameLimit: config.INVALID_FRAME_LIMIT });
+  const dispatcher = createDispatcher({
+    handlers,
+    outbound,
+    metrics,
+    log,
+    invalidFrameLimit: config.INVALID_FRAME_LIMIT,
+    requestRate: config.REQUEST_RATE,
+    requestBurst: config.REQUEST_BURST,
+  });
   const sizeQuery = store.client.prepare<{ bytes: number }, []>(
     "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
   );
@@ -109,7 +117,7 @@ export function createServer(deps: ServerDeps) {
       }
       const peer = srv.requestIP(req)?.address ?? "unknown";
       const address = config.trustedProxies.clientAddress(peer, req.headers.get("x-forwarded-for"));
-      if (srv.upgrade(req, { data: createConn(address, config.SEND_BURST, clock.now()) })) return undefined;
+      if (srv.upgrade(req, { data: createConn(address, config.SEND_BURST, clock.now(), config.REQUEST_BURST) })) return undefined;
       return json({ error: "bad WebSocket upgrade" }, 400);
     }
     if (req.method !== "GET" && req.method !== "HEAD") return json({ error: "method not allowed" }, 405);

@@ -226,9 +226,11 @@ export async function startSwitchboard(opts: {
     "--host", HOST,
     "--db-path", opts.dbPath,
     "--db-sync", opts.sync,
-    // Benchmarks measure the server, not its per-connection send limit.
+    // Benchmarks measure the server, not its per-connection send and request limits.
     "--send-rate", "1000000",
     "--send-burst", "1000000",
+    "--request-rate", "1000000",
+    "--request-burst", "1000000",
     // Fan-out floods receivers on purpose; do not close them as slow consumers mid-run.
     "--send-buffer-bytes", String(64 * 1024 * 1024),
     "--log-level", "info",

@@ -25,6 +25,18 @@ function fail(ref: Ref | undefined, error: ProtocolError): Decoded {
   return { ok: false, ref, error };
 }
 
+/** The frame's `ref`, if it is JSON with a valid one (for refusing a frame without validating it). */
+export function peekRef(text: string): Ref | undefined {
+  try {
+    const value: unknown = JSON.parse(text);
+    if (typeof value !== "object" || value === null) return undefined;
+    const ref = (value as { ref?: unknown }).ref;
+    return isRef(ref) ? ref : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 /**
  * Turns one text frame into a typed request, or the protocol error to answer with.
  * Never throws: zod can throw on hostile input (STACK-NOTES.md), which is a `bad_request`.

@@ -36,7 +36,7 @@ export {
 } from "./requests.ts";
 export { ErrorReply, OkReply, resultSchemas, StoredMessage, Timestamp, User, type ResultOf } from "./replies.ts";
 export { MessageEvent, PresenceEvent, ServerEvent } from "./events.ts";
-export { decodeRequest, type Decoded } from "./decode.ts";
+export { decodeRequest, peekRef, type Decoded } from "./decode.ts";
 
 export const PROTOCOL_VERSION = "switchboard.v1";
 

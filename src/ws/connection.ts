@@ -17,6 +17,9 @@ export interface Conn {
   /** Send token bucket. */
   sendTokens: number;
   sendRefilledAt: number;
+  /** Request token bucket (every frame), refilled by performance.now(); below 0 it is debt. */
+  requestTokens: number;
+  requestRefilledAt: number;
   /** Frames that arrived while an earlier sign-in was still hashing; run in order after it. */
   pending: Array<{ request: Request; arrivedAt: number }> | null;
   busy: boolean;
@@ -29,7 +32,7 @@ export type Socket = ServerWebSocket<Conn>;
 
 let nextId = 1;
 
-export function createConn(address: string, burst: number, now: number): Conn {
+export function createConn(address: string, burst: number, now: number, requestBurst: number): Conn {
   return {
     id: nextId++,
     address,
@@ -40,6 +43,8 @@ export function createConn(address: string, burst: number, now: number): Conn {
     invalidStreak: 0,
     sendTokens: burst,
     sendRefilledAt: now,
+    requestTokens: requestBurst,
+    requestRefilledAt: performance.now(),
     pending: null,
     busy: false,
     closed: false,

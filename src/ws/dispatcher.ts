@@ -3,6 +3,7 @@ import type { Metrics } from "../metrics.ts";
 import {
   CloseCode,
   decodeRequest,
+  peekRef,
   ProtocolError,
   type Ref,
   type Request,
@@ -115,8 +116,11 @@ export function createDispatcher(deps: {
   metrics: Metrics;
   log: Logger;
   invalidFrameLimit: number;
+  /** Requests per second per connection (every frame), and the bucket's size. */
+  requestRate: number;
+  requestBurst: number;
 }) {
-  const { handlers, outbound, metrics, log, invalidFrameLimit } = deps;
+  const { handlers, outbound, metrics, log, invalidFrameLimit, requestRate, requestBurst } = deps;
   /** Connections whose sign-in is being answered (their later requests wait). */
   let busyConns = 0;
   let idleWaiters: Array<() => void> = [];
@@ -208,6 +212,30 @@ export function createDispatcher(deps: {
     },
   };
 
+  /**
+   * Every frame takes a token (the send limit comes on top): a flood of cheap requests
+   * (pings, invalid frames, joins) would otherwise hold the event loop from everyone
+   * else. Past the burst a frame is answered `rate_limited` and adds to a debt; a client
+   * that goes on a whole burst into debt, ignoring `retryAfterMs`, is closed with 1008.
+   * A refused frame is only parsed for its `ref` (no schema).
+   */
+  function takeRequestToken(ws: Socket, now: number, text: string): boolean {
+    const conn = ws.data;
+    conn.requestTokens = Math.min(requestBurst, conn.requestTokens + ((now - conn.requestRefilledAt) * requestRate) / 1000);
+    conn.requestRefilledAt = now;
+    conn.requestTokens -= 1;
+    if (conn.requestTokens >= 0) return true;
+    if (conn.requestTokens <= -requestBurst) {
+      log.info("request_flood", { conn: conn.id, address: conn.address });
+      outbound.close(ws, CloseCode.policyViolation, "too many requests");
+      return false;
+    }
+    // The next request passes once the bucket holds a whole token again.
+    const retryAfterMs = Math.ceil(((1 - conn.requestTokens) * 1000) / requestRate);
+    replyError(ws, peekRef(text), new ProtocolError("rate_limited", `at most ${requestRate} requests per second`, { retryAfterMs }), "rate_limited");
+    return false;
+  }
+
   function handleFrame(ws: Socket, message: string | Buffer): void {
     const conn = ws.data;
     if (conn.closed) return;
@@ -216,6 +244,7 @@ export function createDispatcher(deps: {
       return;
     }
     const arrivedAt = performance.now();
+    if (!takeRequestToken(ws, arrivedAt, message)) return;
     const decoded = decodeRequest(message);
     if (!decoded.ok) {
       metrics.request("invalid");

@@ -79,3 +79,57 @@ test("a member that never reads is closed with 1013 during heavy broadcast; read
   const fresh = await t.connect();
   expect(await fresh.request({ type: "ping" })).toMatchObject({ type: "ok" });
 }, 30_000);
+
+test("every request takes a token: past the burst rate_limited (ref echoed, no schema run), a burst more closes with 1008", async () => {
+  // One token a second: nothing refills within the test.
+  t = await startApp({ config: { REQUEST_RATE: 1, REQUEST_BURST: 5 } });
+  const flooder = await t.connect();
+  const other = await t.connect();
+  for (let i = 0; i < 5; i++) expect(await flooder.request({ type: "ping", ref: i })).toEqual({ type: "ok", ref: i });
+  // The 6th: refused, with its ref, whatever it is (an invalid frame too: not counted toward 1008 as invalid).
+  const refused = await flooder.request({ type: "ping", ref: "six" });
+  expect(refused).toMatchObject({ type: "error", ref: "six", code: "rate_limited" });
+  expect(refused.retryAfterMs).toBeGreaterThanOrEqual(1000); // 2 tokens short at 1 a second: 2000
+  expect(await flooder.request({ type: "nope", ref: 7 })).toMatchObject({ ref: 7, code: "rate_limited" });
+  expect(await flooder.request({ type: "join", ref: 8, room: "BAD" })).toMatchObject({ ref: 8, code: "rate_limited" });
+  expect(await flooder.request({ type: "ping", ref: 9 })).toMatchObject({ ref: 9, code: "rate_limited" });
+  // The 10th frame puts it a whole burst (5) into debt (the 11th, if a fraction of a
+  // token refilled meanwhile): closed, with no reply to it.
+  for (let ref = 10; ref < 14; ref++) flooder.sendRaw({ type: "ping", ref });
+  expect(await flooder.closed).toEqual({ code: 1008, reason: "too many requests" });
+  const answered = flooder.frames.filter((f) => typeof f.ref === "number" && f.ref >= 10).map((f) => f.ref);
+  expect(answered.length).toBeLessThanOrEqual(1);
+  // Others have their own buckets.
+  expect(await other.request({ type: "ping", ref: 1 })).toEqual({ type: "ok", ref: 1 });
+});
+
+test("a client that waits retryAfterMs gets through again", async () => {
+  t = await startApp({ config: { REQUEST_RATE: 50, REQUEST_BURST: 2 } });
+  const s = await t.connect();
+  expect((await s.request({ type: "ping" })).type).toBe("ok");
+  expect((await s.request({ type: "ping" })).type).toBe("ok");
+  const refused = await s.request({ type: "ping" });
+  expect(refused).toMatchObject({ type: "error", code: "rate_limited" });
+  await Bun.sleep(refused.retryAfterMs as number);
+  expect((await s.request({ type: "ping" })).type).toBe("ok");
+});
+
+test("MAX_ROOMS_PER_CONNECTION: the last room that fits is joined, one more is bad_request; leaving makes room", async () => {
+  t = await startApp({ config: { MAX_ROOMS_PER_CONNECTION: 3 } });
+  const m = await signedIn(t);
+  for (const room of ["a", "b", "c"]) expect(await m.s.request({ type: "join", room })).toMatchObject({ type: "ok", room });
+  const refused = await m.s.request({ type: "join", room: "d" });
+  expect(refused).toMatchObject({ type: "error", code: "bad_request", issues: [{ path: "room" }] });
+  expect(String(refused.message)).toContain("3 rooms");
+  // Refused: not a member, and no room made for it.
+  expect(await m.s.request({ type: "send", room: "d", body: "x" })).toMatchObject({ code: "not_joined" });
+  expect(t.store.client.query<{ n: number }, []>("SELECT count(*) AS n FROM rooms WHERE name = 'd'").get()!.n).toBe(0);
+  // Joining one it is in again is fine; leaving one makes room.
+  expect(await m.s.request({ type: "join", room: "a" })).toMatchObject({ type: "ok" });
+  await m.s.request({ type: "leave", room: "a" });
+  expect(await m.s.request({ type: "join", room: "d" })).toMatchObject({ type: "ok", room: "d" });
+  // Per connection: another connection of the same user has its own.
+  const again = await t.connect();
+  await again.request({ type: "auth", token: m.token });
+  expect(await again.request({ type: "join", room: "e" })).toMatchObject({ type: "ok" });
+});

@@ -357,8 +357,14 @@ export function createRoomService(deps: {
     join(ws: Socket, name: string, since: number | undefined, afterReply: (fn: () => void) => void): ResultOf<"join"> {
       const conn = ws.data;
       const username = conn.user!.username;
-      const room = load(name);
       const already = conn.rooms.has(name);
+      if (!already && conn.rooms.size >= config.MAX_ROOMS_PER_CONNECTION) {
+        // Each room a connection is in costs memory, and rooms are never deleted: a
+        // connection joining new names as fast as it can made a million rooms a minute.
+        const message = `this connection is in ${conn.rooms.size} rooms, the most allowed: leave one first`;
+        throw new ProtocolError("bad_request", `room: ${message}`, { issues: [{ path: "room", message }] });
+      }
+      const room = load(name);
       if (!already) {
         if (!room.users.has(username)) presence(room, username, "join");
         room.users.set(username, (room.users.get(username) ?? 0) + 1);
