@@ -4,6 +4,7 @@
  */
 import fc from "fast-check";
 import { ErrorCode, requestTypes } from "../../src/protocol/index.ts";
+import { MAX_NESTING } from "../../src/protocol/decode.ts";
 
 /** Built once: generating a megabyte per run would make the suite slow. */
 export const MEGABYTE = "m".repeat(1 << 20);
@@ -117,6 +118,21 @@ export type Expected =
   | { kind: "unknown_type"; ref: unknown };
 
 /** An oracle written from PROTOCOL.md, independent of decode.ts. */
+/**
+ * How deep the text of valid JSON nests, strings taken out first by a regex (the
+ * decoder scans character by character). The text, not the parsed value: a key given
+ * twice keeps only its last value, but the parser still walks the first.
+ */
+function textDepth(text: string): number {
+  let depth = 0;
+  let max = 0;
+  for (const c of text.replace(/"(?:[^"\\]|\\.)*"/g, "")) {
+    if (c === "[" || c === "{") max = Math.max(max, ++depth);
+    else if (c === "]" || c === "}") depth--;
+  }
+  return max;
+}
+
 export function expectedFor(text: string): Expected {
   let v: unknown;
   try {
@@ -125,6 +141,8 @@ export function expectedFor(text: string): Expected {
     return { kind: "bad_request", ref: undefined };
   }
   if (typeof v !== "object" || v === null || Array.isArray(v)) return { kind: "bad_request", ref: undefined };
+  // Refused before parsing, so without its ref: a long frame nested past the limit.
+  if (text.length >= 1024 && textDepth(text) > MAX_NESTING) return { kind: "bad_request", ref: undefined };
   const o = v as Record<string, unknown>;
   let ref: unknown;
   if (Object.hasOwn(o, "ref")) {

@@ -1,5 +1,6 @@
 import { describe, expect, test } from "bun:test";
 import fc from "fast-check";
+import { MAX_NESTING, nestsTooDeep } from "../../src/protocol/decode.ts";
 import { decodeRequest, Ref, requestTypes } from "../../src/protocol/index.ts";
 import { BODY_MAX_CHARS, codePoints } from "../../src/protocol/limits.ts";
 
@@ -108,6 +109,29 @@ describe("decodeRequest", () => {
     for (const type of requestTypes) {
       expect(decodeRequest(JSON.stringify({ type, ...minimal[type] })).ok).toBe(true);
     }
+  });
+
+  test("nesting: 64 levels are parsed, 65 are refused before parsing (a long frame's brackets inside strings do not count)", () => {
+    const nested = (levels: number) => `{"type":"ping","ref":1,"x":${"[".repeat(levels - 1)}${"]".repeat(levels - 1)},"pad":"${"p".repeat(1100)}"}`;
+    expect(decodeRequest(nested(MAX_NESTING))).toMatchObject({ ok: true, request: { type: "ping", ref: 1 } });
+    const deep = decodeRequest(nested(MAX_NESTING + 1));
+    expect(deep).toMatchObject({ ok: false, ref: undefined, error: { code: "bad_request" } });
+    expect(!deep.ok && deep.error.message).toBe(`frame nests arrays or objects more than ${MAX_NESTING} deep`);
+    // 3,500 brackets and a quote inside a body: text, not nesting.
+    const body = `${"[{".repeat(1500)}\"]]${"}".repeat(500)}`; // 3,503 chars
+    expect(decodeRequest(JSON.stringify({ type: "send", room: "a", body }))).toMatchObject({ ok: true, request: { body } });
+  });
+
+  test("the nesting scan agrees with the parsed value's depth on any JSON", () => {
+    const depth = (v: unknown): number =>
+      typeof v === "object" && v !== null ? 1 + Math.max(0, ...Object.values(v as object).map(depth)) : 0;
+    fc.assert(
+      fc.property(fc.jsonValue({ depthSize: "large", maxDepth: 80 }), fc.string({ minLength: 1100, maxLength: 1100 }), (value, pad) => {
+        const text = JSON.stringify({ pad, value });
+        expect(nestsTooDeep(text)).toBe(depth({ pad, value }) > MAX_NESTING);
+      }),
+      { numRuns: 300 },
+    );
   });
 
   test("a ref's 64 chars are code points, as for every other field: 64 emoji pass, 65 do not", () => {
