@@ -126,7 +126,9 @@ export type Expected =
 function textDepth(text: string): number {
   let depth = 0;
   let max = 0;
-  for (const c of text.replace(/"(?:[^"\\]|\\.)*"/g, "")) {
+  const bare = text.replace(/"(?:[^"\\]|\\.)*"/g, "");
+  for (let i = 0; i < bare.length; i++) {
+    const c = bare[i];
     if (c === "[" || c === "{") max = Math.max(max, ++depth);
     else if (c === "]" || c === "}") depth--;
   }

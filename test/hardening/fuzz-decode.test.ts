@@ -85,7 +85,8 @@ describe("decodeRequest under fuzzing", () => {
       }),
       { numRuns: RUNS * 2 },
     );
-  });
+    // Megabyte frames (past any frame limit) scanned for nesting, by the decoder and the oracle: seconds.
+  }, 20_000);
 
   test("the generators reach every outcome (the fuzz is not vacuous)", () => {
     const seen = new Set<string>();
