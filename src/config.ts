@@ -56,6 +56,11 @@ export const settings = {
     help: "requests per second per connection, of every type (token bucket refill; at least 0.001): past the burst rate_limited, a burst more closes with 1008",
   },
   REQUEST_BURST: { schema: int(1), default: "2000", help: "requests a connection may make at once (token bucket size)" },
+  MAX_CONNECTIONS: {
+    schema: int(0),
+    default: "0",
+    help: "most WebSocket connections at once, past it 503 (0: 90% of the process's open-files limit, which Bun raises to the hard limit)",
+  },
   MAX_ROOMS_PER_CONNECTION: { schema: int(1), default: "100", help: "rooms one connection may be in at once; a join past it is bad_request" },
   SESSION_IDLE_DAYS: { schema: num(0.0001), default: "30", help: "a session token expires after this long unused (at least 0.0001)" },
   HASH_CONCURRENCY: {

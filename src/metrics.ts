@@ -11,6 +11,8 @@ const LATENCY_BUCKETS_MS = [0.5, 1, 2.5, 5, 10, 25, 50, 100, 250, 500, 1000, 250
 export class Metrics {
   connectionsOpened = 0;
   connectionsClosed = 0;
+  /** Upgrades refused at MAX_CONNECTIONS. */
+  connectionsRefused = 0;
   // Every known label value starts at 0, so that rate() and alerts see a series from the start.
   readonly requests = new Map<string, number>([...requestTypes, "invalid"].map((t) => [t, 0]));
   readonly errors = new Map<string, number>(ErrorCode.options.map((c) => [c, 0]));
@@ -49,6 +51,8 @@ export class Metrics {
     out.push(`switchboard_connections ${this.connectionsOpened - this.connectionsClosed}`);
     family("switchboard_connections_opened_total", "counter", "WebSocket connections accepted.");
     out.push(`switchboard_connections_opened_total ${this.connectionsOpened}`);
+    family("switchboard_connections_refused_total", "counter", "WebSocket upgrades refused with 503 at MAX_CONNECTIONS.");
+    out.push(`switchboard_connections_refused_total ${this.connectionsRefused}`);
     family("switchboard_connections_closed_total", "counter", "WebSocket connections closed, by close code.");
     for (const [code, n] of this.closes) out.push(`switchboard_connections_closed_total{code="${code}"} ${n}`);
     family("switchboard_requests_total", "counter", "Requests answered, by type.");

@@ -1,4 +1,5 @@
 import type { Server } from "bun";
+import { readFileSync } from "node:fs";
 import type { Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import { startCheckpointer, type Checkpointer } from "./db/checkpointer.ts";
@@ -30,6 +31,23 @@ export interface ServerDeps {
 }
 
 const json = (body: unknown, status = 200) => Response.json(body, { status });
+
+/**
+ * 90% of the process's open-files limit (Linux; Bun raises the soft limit to the hard
+ * one): the rest is for the database, the HTTP requests and the upgrades in flight.
+ * Without /proc, no limit.
+ */
+export function defaultMaxConnections(limitsText?: string): number {
+  let text = limitsText;
+  try {
+    text ??= readFileSync("/proc/self/limits", "utf8");
+  } catch {
+    return Number.POSITIVE_INFINITY;
+  }
+  const soft = /^Max open files\s+(\d+|unlimited)/m.exec(text)?.[1];
+  if (!soft || soft === "unlimited") return Number.POSITIVE_INFINITY;
+  return Math.max(1, Math.floor(Number(soft) * 0.9));
+}
 
 /**
  * The close code the client was sent. When Bun (uWebSockets) ends a connection itself
@@ -71,6 +89,7 @@ export function createServer(deps: ServerDeps) {
   const metrics = new Metrics();
   const outbound = new Outbound(config.SEND_BUFFER_BYTES);
   const sessions = new SessionIndex();
+  const maxConnections = config.MAX_CONNECTIONS || defaultMaxConnections();
   const accounts = createAccountService({ store, hasher, clock, config });
   const queries = createRoomQueries(store.client);
   const rooms = createRoomService({ client: store.client, queries, clock, config, outbound, metrics, log });
@@ -112,6 +131,12 @@ export function createServer(deps: ServerDeps) {
         });
       }
       if (stopping) return json({ error: "shutting down" }, 503);
+      if (outbound.count >= maxConnections) {
+        // Refused before the upgrade, the socket is closed after the answer: sockets past
+        // the process's open-files limit would stop every new connection, HTTP included.
+        metrics.connectionsRefused++;
+        return Response.json({ error: "too many connections" }, { status: 503, headers: { "retry-after": "5", connection: "close" } });
+      }
       if (!originAllowed(req.headers.get("origin"), req.headers.get("host"), config.allowedOrigins)) {
         return json({ error: "origin not allowed" }, 403);
       }

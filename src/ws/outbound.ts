@@ -52,6 +52,11 @@ export class Outbound {
     this.open.delete(ws);
   }
 
+  /** How many sockets are open. */
+  get count(): number {
+    return this.open.size;
+  }
+
   /** The open sockets (for shutdown). */
   sockets(): IterableIterator<Socket> {
     return this.open.values();

@@ -1,5 +1,6 @@
 import { afterEach, expect, test } from "bun:test";
 import { RawWs } from "../../bench/lib/raw-ws.ts";
+import { defaultMaxConnections } from "../../src/server.ts";
 import { signedIn, startApp, type TestApp } from "../helpers.ts";
 
 let t: TestApp | undefined;
@@ -132,4 +133,27 @@ test("MAX_ROOMS_PER_CONNECTION: the last room that fits is joined, one more is b
   const again = await t.connect();
   await again.request({ type: "auth", token: m.token });
   expect(await again.request({ type: "join", room: "e" })).toMatchObject({ type: "ok" });
+});
+
+test("MAX_CONNECTIONS: the last one that fits is upgraded, one more gets 503 before the upgrade; a close makes room", async () => {
+  t = await startApp({ config: { MAX_CONNECTIONS: 2 } });
+  const first = await t.connect();
+  await t.connect();
+  await expect(RawWs.open(t.port)).rejects.toThrow("handshake refused: HTTP/1.1 503");
+  expect(t.app.metrics.connectionsRefused).toBe(1);
+  // Plain HTTP is not a connection of this kind: still answered.
+  expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
+  await first.close(1000);
+  for (let i = 0; i < 100 && t.app.metrics.connectionsClosed < 1; i++) await Bun.sleep(5);
+  const third = await t.connect();
+  expect(await third.request({ type: "ping" })).toMatchObject({ type: "ok" });
+});
+
+test("the default MAX_CONNECTIONS is 90% of the open-files limit read from /proc/self/limits", () => {
+  const limits = (soft: string) => `Limit                     Soft Limit           Hard Limit           Units\nMax open files            ${soft}                20000                files\n`;
+  expect(defaultMaxConnections(limits("20000"))).toBe(18_000);
+  expect(defaultMaxConnections(limits("unlimited"))).toBe(Number.POSITIVE_INFINITY);
+  expect(defaultMaxConnections("no such line")).toBe(Number.POSITIVE_INFINITY);
+  // This process's: Bun raised the soft limit to the hard one.
+  expect(defaultMaxConnections()).toBeGreaterThan(900);
 });
