@@ -52,6 +52,21 @@ async function signUp(page: Page, username: string): Promise<void> {
   await page.locator("#status", { hasText: "Online" }).waitFor();
 }
 
+/** A fresh browser context and page, signed up as `${prefix}_<random>`. */
+async function newUser(prefix: string, options: Parameters<Browser["newContext"]>[0] = {}) {
+  const context = await browser.newContext(options);
+  const page = await context.newPage();
+  await signUp(page, `${prefix}_${Math.random().toString(36).slice(2, 6)}`);
+  return { context, page };
+}
+
+/** Joins `room` with the page's form and waits for its title. */
+async function joinRoom(page: Page, room: string): Promise<void> {
+  await page.getByLabel("Room").fill(room);
+  await page.getByRole("button", { name: "Join" }).click();
+  await page.locator("#room-title", { hasText: `#${room}` }).waitFor();
+}
+
 async function say(page: Page, body: string): Promise<void> {
   await page.getByLabel("Message", { exact: true }).fill(body);
   await page.getByLabel("Message", { exact: true }).press("Enter");
@@ -136,11 +151,8 @@ test.skipIf(!RUN)(
     const { client } = await t.signedIn();
     await client.join({ room: "archive" });
     await Promise.all(Array.from({ length: 120 }, (_, i) => client.send({ room: "archive", body: `old message ${i + 1}` })));
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    await signUp(page, `cleo_${Math.random().toString(36).slice(2, 6)}`);
-    await page.getByLabel("Room").fill("archive");
-    await page.getByRole("button", { name: "Join" }).click();
+    const { context, page } = await newUser("cleo");
+    await joinRoom(page, "archive");
     await message(page, "old message 120").waitFor();
     await message(page, "old message 71").waitFor();
     expect(await page.locator("#messages li").count()).toBe(50);
@@ -163,12 +175,8 @@ test.skipIf(!RUN)(
 test.skipIf(!RUN)(
   "the composer's limit is 4000 code points, as the server counts: 4000 emoji go, 4001 do not",
   async () => {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    await signUp(page, `dora_${Math.random().toString(36).slice(2, 6)}`);
-    await page.getByLabel("Room").fill("emoji");
-    await page.getByRole("button", { name: "Join" }).click();
-    await page.locator("#room-title", { hasText: "#emoji" }).waitFor();
+    const { context, page } = await newUser("dora");
+    await joinRoom(page, "emoji");
     const box = page.getByLabel("Message", { exact: true });
     // 4000 code points, 8000 UTF-16 units: a `maxlength` of 4000 would have cut it in half.
     const atLimit = "😀".repeat(4000);
@@ -229,13 +237,9 @@ test.skipIf(!RUN)(
 test.skipIf(!RUN)(
   "a phone-sized window: a long name and a long room name do not push the page sideways",
   async () => {
-    const context = await browser.newContext({ viewport: { width: 375, height: 667 } });
-    const page = await context.newPage();
-    await signUp(page, `${"w".repeat(26)}_${Math.random().toString(36).slice(2, 6)}`);
+    const { context, page } = await newUser("w".repeat(26), { viewport: { width: 375, height: 667 } });
     const room = `r${"x".repeat(63)}`;
-    await page.getByLabel("Room").fill(room);
-    await page.getByRole("button", { name: "Join" }).click();
-    await page.locator("#room-title", { hasText: room }).waitFor();
+    await joinRoom(page, room);
     await say(page, "from a phone");
     await message(page, "from a phone").waitFor();
     const widths = await page.evaluate(() => ({ page: document.documentElement.scrollWidth, window: window.innerWidth }));
@@ -253,11 +257,8 @@ test.skipIf(!RUN)(
 test.skipIf(!RUN)(
   "reopened after missing every message of a room: all shown once, and no \"load older\" since seq 1 is shown",
   async () => {
-    const context = await browser.newContext();
-    const page = await context.newPage();
-    await signUp(page, `finn_${Math.random().toString(36).slice(2, 6)}`);
-    await page.getByLabel("Room").fill("reopen");
-    await page.getByRole("button", { name: "Join" }).click();
+    const { context, page } = await newUser("finn");
+    await joinRoom(page, "reopen");
     await page.locator("#empty").waitFor(); // joined, nothing yet: the SDK's place in it is 0
     await page.goto("about:blank");
     // 60 while the page is closed: the SDK recovers all of them from its stored place,
