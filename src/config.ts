@@ -52,10 +52,10 @@ export const settings = {
   INVALID_FRAME_LIMIT: { schema: int(1), default: "10", help: "invalid frames in a row before closing with 1008" },
   REQUEST_RATE: {
     schema: num(0.001),
-    default: "1000",
-    help: "requests per second per connection, of every type (token bucket refill; at least 0.001): past the burst rate_limited, a burst more closes with 1008",
+    default: "2000",
+    help: "requests per second per connection, of every type (token bucket refill; at least 0.001; never below twice SEND_RATE): past the burst rate_limited, a burst more closes with 1008",
   },
-  REQUEST_BURST: { schema: int(1), default: "2000", help: "requests a connection may make at once (token bucket size)" },
+  REQUEST_BURST: { schema: int(1), default: "10000", help: "requests a connection may make at once (token bucket size; never below twice SEND_BURST)" },
   MAX_CONNECTIONS: {
     schema: int(0),
     default: "0",

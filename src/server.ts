@@ -90,6 +90,10 @@ export function createServer(deps: ServerDeps) {
   const outbound = new Outbound(config.SEND_BUFFER_BYTES);
   const sessions = new SessionIndex();
   const maxConnections = config.MAX_CONNECTIONS || defaultMaxConnections();
+  // A send is a request too: raising the send limit (for a bulk import, say) must not
+  // run into this one unawares.
+  const requestRate = Math.max(config.REQUEST_RATE, 2 * config.SEND_RATE);
+  const requestBurst = Math.max(config.REQUEST_BURST, 2 * config.SEND_BURST);
   const accounts = createAccountService({ store, hasher, clock, config });
   const queries = createRoomQueries(store.client);
   const rooms = createRoomService({ client: store.client, queries, clock, config, outbound, metrics, log });
@@ -101,8 +105,8 @@ export function createServer(deps: ServerDeps) {
     metrics,
     log,
     invalidFrameLimit: config.INVALID_FRAME_LIMIT,
-    requestRate: config.REQUEST_RATE,
-    requestBurst: config.REQUEST_BURST,
+    requestRate,
+    requestBurst,
   });
   const sizeQuery = store.client.prepare<{ bytes: number }, []>(
     "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
@@ -142,7 +146,7 @@ export function createServer(deps: ServerDeps) {
       }
       const peer = srv.requestIP(req)?.address ?? "unknown";
       const address = config.trustedProxies.clientAddress(peer, req.headers.get("x-forwarded-for"));
-      if (srv.upgrade(req, { data: createConn(address, config.SEND_BURST, clock.now(), config.REQUEST_BURST) })) return undefined;
+      if (srv.upgrade(req, { data: createConn(address, config.SEND_BURST, clock.now(), requestBurst) })) return undefined;
       return json({ error: "bad WebSocket upgrade" }, 400);
     }
     if (req.method !== "GET" && req.method !== "HEAD") return json({ error: "method not allowed" }, 405);

@@ -83,7 +83,8 @@ test("a member that never reads is closed with 1013 during heavy broadcast; read
 
 test("every request takes a token: past the burst rate_limited (ref echoed, no schema run), a burst more closes with 1008", async () => {
   // One token a second: nothing refills within the test.
-  t = await startApp({ config: { REQUEST_RATE: 1, REQUEST_BURST: 5 } });
+  // (Send limits low too: the request bucket is never smaller than twice theirs.)
+  t = await startApp({ config: { REQUEST_RATE: 1, REQUEST_BURST: 5, SEND_RATE: 0.5, SEND_BURST: 1 } });
   const flooder = await t.connect();
   const other = await t.connect();
   for (let i = 0; i < 5; i++) expect(await flooder.request({ type: "ping", ref: i })).toEqual({ type: "ok", ref: i });
@@ -105,7 +106,7 @@ test("every request takes a token: past the burst rate_limited (ref echoed, no s
 });
 
 test("a client that waits retryAfterMs gets through again", async () => {
-  t = await startApp({ config: { REQUEST_RATE: 50, REQUEST_BURST: 2 } });
+  t = await startApp({ config: { REQUEST_RATE: 50, REQUEST_BURST: 2, SEND_RATE: 1, SEND_BURST: 1 } });
   const s = await t.connect();
   expect((await s.request({ type: "ping" })).type).toBe("ok");
   expect((await s.request({ type: "ping" })).type).toBe("ok");
@@ -157,3 +158,13 @@ test("the default MAX_CONNECTIONS is 90% of the open-files limit read from /proc
   // This process's: Bun raised the soft limit to the hard one.
   expect(defaultMaxConnections()).toBeGreaterThan(900);
 });
+
+test("raising the send limits raises the request bucket with them: 3,000 pipelined sends all go through", async () => {
+  // REQUEST_BURST 100 on its own would refuse the 101st frame; SEND_BURST 5000 lifts it to 10,000.
+  t = await startApp({ config: { REQUEST_RATE: 1, REQUEST_BURST: 100, SEND_RATE: 5000, SEND_BURST: 5000 } });
+  const m = await signedIn(t);
+  await m.s.request({ type: "join", room: "bulk" });
+  const replies = await Promise.all(Array.from({ length: 3000 }, (_, i) => m.s.request({ type: "send", room: "bulk", body: `b${i}` })));
+  expect(replies.filter((r) => r.type !== "ok")).toEqual([]);
+  expect(replies.map((r) => r.seq)).toEqual(Array.from({ length: 3000 }, (_, i) => i + 1));
+}, 20_000);
