@@ -3,8 +3,6 @@ import { existsSync, mkdirSync, readlinkSync, realpathSync, rmSync } from "node:
 import { basename, dirname, join, resolve } from "node:path";
 
 export interface InstanceLock {
-  /** The lock file: `<db>.lock` beside the database's real path. */
-  readonly path: string;
   release(): void;
   /** Releases it and removes the lock file if this process made it (the database then could not be opened). */
   discard(): void;
@@ -65,7 +63,6 @@ export function lockDatabase(dbPath: string): InstanceLock | null {
     throw e;
   }
   return {
-    path,
     release: () => lock.close(),
     discard: () => {
       lock.close();
