@@ -32,7 +32,7 @@ try {
   const store = openStore(join(dir, "s.db"), sync);
   const queries = createRoomQueries(store.client);
   store.client.run("INSERT INTO users (username, password_hash, created_at) VALUES ('bench', 'x', 0)");
-  const room = queries.ensureRoom("stall", 0);
+  const room = { id: queries.insertRoom("stall", 0) };
   const log = createLogger("info");
   const gated = !process.argv.includes("--no-gate");
   let heldSince: number | null = null;

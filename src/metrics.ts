@@ -71,7 +71,7 @@ export class Metrics {
     out.push(`switchboard_send_latency_seconds_bucket{le="+Inf"} ${this.latencyCount}`);
     out.push(`switchboard_send_latency_seconds_sum ${this.latencySumMs / 1000}`);
     out.push(`switchboard_send_latency_seconds_count ${this.latencyCount}`);
-    family("switchboard_rooms", "gauge", "Rooms in the database.");
+    family("switchboard_rooms", "gauge", "Rooms in the database (a room is stored with its first message).");
     out.push(`switchboard_rooms ${gauges.rooms}`);
     family("switchboard_rooms_active", "gauge", "Rooms with at least one member connected.");
     out.push(`switchboard_rooms_active ${gauges.roomsLoaded}`);

@@ -50,7 +50,7 @@ export interface CheckpointStats {
  * SQLite's busy handler, which blocks the event loop and sleeps in steps of 1, 2, 5, 10,
  * 15, 20 ms... So the thread asks first, and the server queues its sends (without
  * blocking anything else) until the RESTART is over, then commits them in one go.
- * The server's other writes (a sign-up, a sign-in's session, a room's first join) are
+ * The server's other writes (a sign-up, a sign-in's session) are
  * rare next to sends and are not held: one that comes during a RESTART waits as before.
  */
 export interface WriteGate {

@@ -63,6 +63,29 @@ describe("join, leave, who", () => {
     expect(await a.s.request({ type: "leave", room: "never-joined" })).toMatchObject({ type: "ok" });
   });
 
+  test("a join writes nothing: a room is stored with its first message, and found again after its members left", async () => {
+    t = await startApp();
+    const stored = () => t.store.client.query<{ name: string; latest_seq: number; created_at: number }, []>("SELECT name, latest_seq, created_at FROM rooms").all();
+    const a = await signedIn(t);
+    // Joining and leaving new names, past the rooms-per-connection limit: no row, no write.
+    for (let i = 0; i < 150; i++) {
+      expect(await a.s.request({ type: "join", room: `churn-${i}` })).toMatchObject({ type: "ok", seq: 0 });
+      expect(await a.s.request({ type: "leave", room: `churn-${i}` })).toMatchObject({ type: "ok" });
+    }
+    expect(await a.s.request({ type: "join", room: "talk" })).toMatchObject({ type: "ok", seq: 0 });
+    expect(stored()).toEqual([]);
+    expect(await (await fetch(`${t.url}/metrics`)).text()).toContain("\nswitchboard_rooms 0\n");
+    const sent = await a.s.request({ type: "send", room: "talk", body: "first" });
+    expect(sent).toMatchObject({ type: "ok", seq: 1 });
+    expect(stored()).toEqual([{ name: "talk", latest_seq: 1, created_at: Date.parse(sent.at as string) }]);
+    // Unloaded once nobody is in it; loaded again from its row.
+    await a.s.request({ type: "leave", room: "talk" });
+    expect(await a.s.request({ type: "join", room: "talk", since: 0 })).toMatchObject({ type: "ok", seq: 1, recovered: true });
+    expect(await a.s.next((f) => f.type === "message")).toMatchObject({ seq: 1, body: "first" });
+    expect(await a.s.request({ type: "send", room: "talk", body: "second" })).toMatchObject({ type: "ok", seq: 2 });
+    expect(stored()).toEqual([{ name: "talk", latest_seq: 2, created_at: Date.parse(sent.at as string) }]);
+  });
+
   test("room names: 1 and 64 chars of [a-z0-9_-] pass; 65, uppercase, a leading '-' fail", async () => {
     t = await startApp();
     const { s } = await signedIn(t);

@@ -33,9 +33,7 @@ export function createRoomQueries(client: Database) {
   const roomByName = client.prepare<{ id: number; latestSeq: number }, [string]>(
     "SELECT id, latest_seq AS latestSeq FROM rooms WHERE name = ?",
   );
-  const insertRoom = client.prepare<{ id: number; latestSeq: number }, [string, number]>(
-    "INSERT INTO rooms (name, created_at) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET name = name RETURNING id, latest_seq AS latestSeq",
-  );
+  const insertRoom = client.prepare<{ id: number }, [string, number]>("INSERT INTO rooms (name, created_at) VALUES (?, ?) RETURNING id");
   const setLatest = client.prepare<never, [number, number]>("UPDATE rooms SET latest_seq = ? WHERE id = ?");
   // A group commit inserts its rows with one statement per INSERT_CHUNK rows: in
   // process, one statement of 16 rows took about a sixth less SQLite time than 16 of one.
@@ -72,8 +70,8 @@ export function createRoomQueries(client: Database) {
 
   return {
     findRoom: (name: string) => roomByName.get(name),
-    /** The room, created if it does not exist (a read first: loading an existing room writes nothing). */
-    ensureRoom: (name: string, now: number) => roomByName.get(name) ?? insertRoom.get(name, now)!,
+    /** Stores the room (with its first message) and returns its id. */
+    insertRoom: (name: string, now: number) => insertRoom.get(name, now)!.id,
     setLatest: (roomId: number, seq: number) => setLatest.run(seq, roomId),
     /** Inserts `rows`, in as few statements as INSERT_CHUNK allows. */
     insertMessages(rows: readonly MessageInsert[]): void {

@@ -14,7 +14,12 @@ import type { MessageInsert, RoomQueries } from "./queries.ts";
 
 /** A room with members connected (or sends in flight): its latest seq lives here while loaded. */
 interface LiveRoom {
-  readonly id: number;
+  /**
+   * The row's id; null until the room's first message is committed. A join writes
+   * nothing: a client joining and leaving new names made one row (and, with
+   * `DB_SYNC=FULL`, one fsync on the event loop) per name, kept forever.
+   */
+  id: number | null;
   readonly name: string;
   readonly topic: string;
   /** The latest committed seq; inside a write transaction, the latest assigned. */
@@ -96,8 +101,8 @@ export function createRoomService(deps: {
   function load(name: string): LiveRoom {
     let room = live.get(name);
     if (!room) {
-      const row = queries.ensureRoom(name, clock.now());
-      room = { id: row.id, name, topic: `room:${name}`, latestSeq: row.latestSeq, conns: new Set(), catchingUp: new Set(), users: new Map(), pendingWrites: 0 };
+      const row = queries.findRoom(name);
+      room = { id: row?.id ?? null, name, topic: `room:${name}`, latestSeq: row?.latestSeq ?? 0, conns: new Set(), catchingUp: new Set(), users: new Map(), pendingWrites: 0 };
       live.set(name, room);
     }
     return room;
@@ -139,6 +144,8 @@ export function createRoomService(deps: {
     for (const item of batch) {
       const { room } = item;
       item.duplicate = false;
+      // Stored with its first message (rolled back with it: `commit` puts the null back).
+      room.id ??= queries.insertRoom(room.name, at);
       if (item.nonce !== null) {
         const key = `${room.id}:${item.userId}:${item.nonce}`;
         const prior = fresh?.get(key) ?? queries.findByNonce(room.id, item.userId, item.nonce);
@@ -156,21 +163,24 @@ export function createRoomService(deps: {
       rows.push({ roomId: room.id, seq: item.seq, userId: item.userId, body: item.body, nonce: item.nonce, at });
     }
     queries.insertMessages(rows);
-    for (const room of touched) queries.setLatest(room.id, room.latestSeq);
+    for (const room of touched) queries.setLatest(room.id!, room.latestSeq);
     return rows.length;
   }
   const writeBatchTx = client.transaction(writeBatch);
 
-  /** Writes `batch` in one transaction; on failure logs it, puts every room's seq back and returns false. */
+  /** Writes `batch` in one transaction; on failure logs it, puts every room's seq (and id) back and returns false. */
   function commit(batch: PendingSend[]): boolean {
-    const saved = new Map<LiveRoom, number>();
-    for (const item of batch) if (!saved.has(item.room)) saved.set(item.room, item.room.latestSeq);
+    const saved = new Map<LiveRoom, { seq: number; id: number | null }>();
+    for (const { room } of batch) if (!saved.has(room)) saved.set(room, { seq: room.latestSeq, id: room.id });
     try {
       // Counted when it stored something: a batch of repeated nonces only read.
       if (writeBatchTx(batch) > 0) metrics.commits++;
       return true;
     } catch (err) {
-      for (const [room, seq] of saved) room.latestSeq = seq;
+      for (const [room, { seq, id }] of saved) {
+        room.latestSeq = seq;
+        room.id = id;
+      }
       log.error("send_commit_failed", { err, size: batch.length });
       return false;
     }
@@ -279,7 +289,8 @@ export function createRoomService(deps: {
           room.catchingUp.delete(ws);
           break;
         }
-        const page = queries.range(name, room.id, cursor, room.latestSeq, CATCHUP_PAGE);
+        // latestSeq > cursor >= 0: the room has messages, so it has its row.
+        const page = queries.range(name, room.id!, cursor, room.latestSeq, CATCHUP_PAGE);
         if (page.length === 0) {
           // Only if the database lost rows it said it had: do not spin.
           log.error("catch_up_gap", { room: name, after: cursor, latest: room.latestSeq });
