@@ -16,6 +16,7 @@ import { CloseCode, protocolJsonSchema } from "./protocol/index.ts";
 import { createConn, type Conn, type Socket } from "./ws/connection.ts";
 import { createDispatcher, type Handlers } from "./ws/dispatcher.ts";
 import { Outbound } from "./ws/outbound.ts";
+import { RequestBudget } from "./ws/request-budget.ts";
 import { SessionIndex } from "./ws/sessions.ts";
 
 export interface ServerDeps {
@@ -92,11 +93,10 @@ export function createServer(deps: ServerDeps) {
   const maxConnections = config.MAX_CONNECTIONS || defaultMaxConnections();
   // A send is a request too: raising the send limit (for a bulk import, say) must not
   // run into this one unawares.
-  const requestRate = Math.max(config.REQUEST_RATE, 2 * config.SEND_RATE);
-  const requestBurst = Math.max(config.REQUEST_BURST, 2 * config.SEND_BURST);
+  const budget = new RequestBudget(Math.max(config.REQUEST_RATE, 2 * config.SEND_RATE), Math.max(config.REQUEST_BURST, 2 * config.SEND_BURST));
   const accounts = createAccountService({ store, hasher, clock, config });
   const queries = createRoomQueries(store.client);
-  const rooms = createRoomService({ client: store.client, queries, clock, config, outbound, metrics, log });
+  const rooms = createRoomService({ client: store.client, queries, clock, config, outbound, metrics, log, budget });
   const account = createAccountHandlers({ accounts, sessions, outbound, onSignOut: (ws) => rooms.leaveAll(ws) });
   const handlers = { ...account.handlers, ...createRoomHandlers(rooms) } satisfies Handlers;
   const dispatcher = createDispatcher({
@@ -105,8 +105,7 @@ export function createServer(deps: ServerDeps) {
     metrics,
     log,
     invalidFrameLimit: config.INVALID_FRAME_LIMIT,
-    requestRate,
-    requestBurst,
+    budget,
   });
   const sizeQuery = store.client.prepare<{ bytes: number }, []>(
     "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
@@ -146,7 +145,7 @@ export function createServer(deps: ServerDeps) {
       }
       const peer = srv.requestIP(req)?.address ?? "unknown";
       const address = config.trustedProxies.clientAddress(peer, req.headers.get("x-forwarded-for"));
-      if (srv.upgrade(req, { data: createConn(address, config.SEND_BURST, clock.now(), requestBurst) })) return undefined;
+      if (srv.upgrade(req, { data: createConn(address, config.SEND_BURST, clock.now(), budget.burst) })) return undefined;
       return json({ error: "bad WebSocket upgrade" }, 400);
     }
     if (req.method !== "GET" && req.method !== "HEAD") return json({ error: "method not allowed" }, 405);

@@ -13,6 +13,7 @@ import {
 } from "../protocol/index.ts";
 import type { Socket } from "./connection.ts";
 import type { Outbound } from "./outbound.ts";
+import type { RequestBudget } from "./request-budget.ts";
 
 /** A reply given later by calling `ok` or `fail` once, synchronously from whoever holds it. */
 export interface Later<K extends RequestType> {
@@ -116,17 +117,18 @@ export function createDispatcher(deps: {
   metrics: Metrics;
   log: Logger;
   invalidFrameLimit: number;
-  /** Requests per second per connection (every frame), and the bucket's size. */
-  requestRate: number;
-  requestBurst: number;
+  /** Requests per connection: every frame takes a token, every reply one more per KiB. */
+  budget: RequestBudget;
 }) {
-  const { handlers, outbound, metrics, log, invalidFrameLimit, requestRate, requestBurst } = deps;
+  const { handlers, outbound, metrics, log, invalidFrameLimit, budget } = deps;
   /** Connections whose sign-in is being answered (their later requests wait). */
   let busyConns = 0;
   let idleWaiters: Array<() => void> = [];
 
   function replyOk(ws: Socket, ref: Ref | undefined, result: object): void {
-    outbound.send(ws, okFrame(ref, result));
+    const frame = okFrame(ref, result);
+    budget.chargeReply(ws.data, frame.length);
+    outbound.send(ws, frame);
   }
 
   function replyError(ws: Socket, ref: Ref | undefined, err: unknown, type: string): void {
@@ -217,22 +219,24 @@ export function createDispatcher(deps: {
    * (pings, invalid frames, joins) would otherwise hold the event loop from everyone
    * else. Past the burst a frame is answered `rate_limited` and adds to a debt; a client
    * that goes on a whole burst into debt, ignoring `retryAfterMs`, is closed with 1008.
-   * A refused frame is only parsed for its `ref` (no schema).
+   * Large replies (history, members) cost their KiB on top (see RequestBudget), so a
+   * frame may find the bucket in debt without any flood. A refused frame is only
+   * parsed for its `ref` (no schema).
    */
   function takeRequestToken(ws: Socket, now: number, text: string): boolean {
     const conn = ws.data;
-    conn.requestTokens = Math.min(requestBurst, conn.requestTokens + ((now - conn.requestRefilledAt) * requestRate) / 1000);
-    conn.requestRefilledAt = now;
+    budget.refill(conn, now);
     conn.requestTokens -= 1;
     if (conn.requestTokens >= 0) return true;
-    if (conn.requestTokens <= -requestBurst) {
+    if (conn.requestTokens <= -budget.burst) {
       log.info("request_flood", { conn: conn.id, address: conn.address });
       outbound.close(ws, CloseCode.policyViolation, "too many requests");
       return false;
     }
     // The next request passes once the bucket holds a whole token again.
-    const retryAfterMs = Math.ceil(((1 - conn.requestTokens) * 1000) / requestRate);
-    replyError(ws, peekRef(text), new ProtocolError("rate_limited", `at most ${requestRate} requests per second`, { retryAfterMs }), "rate_limited");
+    const retryAfterMs = budget.msUntil(conn, 1);
+    const message = `at most ${budget.rate} requests (or KiB of replies) per second`;
+    replyError(ws, peekRef(text), new ProtocolError("rate_limited", message, { retryAfterMs }), "rate_limited");
     return false;
   }
 

@@ -116,6 +116,63 @@ test("a client that waits retryAfterMs gets through again", async () => {
   expect((await s.request({ type: "ping" })).type).toBe("ok");
 });
 
+/** A room of `n` messages of `size` chars by `user`, written straight to the database (no send limit applies). */
+function storedRoom(app: TestApp, room: string, user: string, n: number, size: number): void {
+  const db = app.store.client;
+  const roomId = db.query<{ id: number }, [string, number, number]>("INSERT INTO rooms (name, latest_seq, created_at) VALUES (?, ?, ?) RETURNING id").get(room, n, Date.now())!.id;
+  const userId = db.query<{ id: number }, [string]>("SELECT id FROM users WHERE username = ?").get(user)!.id;
+  const insert = db.prepare("INSERT INTO messages (room_id, seq, user_id, body, created_at) VALUES (?, ?, ?, ?, ?)");
+  db.transaction(() => {
+    for (let seq = 1; seq <= n; seq++) insert.run(roomId, seq, userId, `${seq}:`.padEnd(size, "x"), Date.now());
+  })();
+}
+
+test("a large reply costs a token per KiB past its first: the next request waits until it is paid for", async () => {
+  // 100 tokens a second, burst 200 (the send limits' defaults need no more than 80).
+  t = await startApp({ config: { REQUEST_RATE: 100, REQUEST_BURST: 200 } });
+  const m = await signedIn(t);
+  storedRoom(t, "big", m.name, 100, 4000);
+  // 40 messages of 4,000 chars: a reply of about 160 KiB, within the burst.
+  const page = await m.s.request({ type: "history", room: "big", limit: 40 });
+  expect((page.messages as unknown[]).length).toBe(40);
+  expect(await m.s.request({ type: "ping" })).toMatchObject({ type: "ok" });
+  // 100 of them, about 400 KiB: past the burst. A reply takes the bucket at most half a
+  // burst into debt (the close at a whole burst is for frames sent while refused): paid
+  // back in about 1 s.
+  const fresh = await t.connect();
+  await fresh.request({ type: "auth", token: m.token });
+  expect((await fresh.request({ type: "history", room: "big", limit: 100 })).messages).toHaveLength(100);
+  const refused = await fresh.request({ type: "ping" });
+  expect(refused).toMatchObject({ type: "error", code: "rate_limited" });
+  expect(refused.retryAfterMs).toBeGreaterThan(900);
+  expect(refused.retryAfterMs).toBeLessThan(1100);
+  await Bun.sleep(refused.retryAfterMs as number);
+  expect(await fresh.request({ type: "ping" })).toMatchObject({ type: "ok" });
+  // Small replies cost nothing on top: a burst of 200 tiny requests passes on a new connection.
+  const small = await t.connect();
+  const replies = await Promise.all(Array.from({ length: 200 }, () => small.request({ type: "ping" })));
+  expect(replies.every((r) => r.type === "ok")).toBe(true);
+});
+
+test("a catch-up is paid from the request budget: it pauses in debt and resumes as it refills, gapless", async () => {
+  // 600 messages of ~1 KiB cost ~660 tokens; the burst is 400 and 1,000 refill a second,
+  // so the replay cannot end in less than 0.26 s (without the budget: a few ms).
+  t = await startApp({ config: { REQUEST_RATE: 1000, REQUEST_BURST: 400 } });
+  const m = await signedIn(t);
+  storedRoom(t, "backlog", m.name, 600, 1000);
+  const started = performance.now();
+  expect(await m.s.request({ type: "join", room: "backlog", since: 0 })).toMatchObject({ type: "ok", seq: 600, recovered: true });
+  const got = await m.s.messages("backlog", 600);
+  expect(performance.now() - started).toBeGreaterThan(200);
+  expect(got.map((f) => f.seq)).toEqual(Array.from({ length: 600 }, (_, i) => i + 1));
+  // Subscribed once caught up: a live message follows, and nothing twice.
+  const other = await signedIn(t);
+  await other.s.request({ type: "join", room: "backlog" });
+  expect(await other.s.request({ type: "send", room: "backlog", body: "live" })).toMatchObject({ type: "ok", seq: 601 });
+  expect(await m.s.next((f) => f.type === "message")).toMatchObject({ seq: 601, body: "live" });
+  expect(m.s.unclaimed.filter((f) => f.type === "message")).toEqual([]);
+});
+
 test("MAX_ROOMS_PER_CONNECTION: the last room that fits is joined, one more is bad_request; leaving makes room", async () => {
   t = await startApp({ config: { MAX_ROOMS_PER_CONNECTION: 3 } });
   const m = await signedIn(t);

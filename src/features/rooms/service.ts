@@ -10,6 +10,7 @@ import { CloseCode, ProtocolError, type ResultOf, type StoredMessage } from "../
 import type { Socket } from "../../ws/connection.ts";
 import type { Later } from "../../ws/dispatcher.ts";
 import type { Outbound } from "../../ws/outbound.ts";
+import type { RequestBudget } from "../../ws/request-budget.ts";
 import type { MessageInsert, RoomQueries } from "./queries.ts";
 
 /** A room with members connected (or sends in flight): its latest seq lives here while loaded. */
@@ -48,8 +49,16 @@ interface PendingSend {
   duplicate: boolean;
 }
 
-/** Catch-up pages are read this many messages at a time. */
+/** Catch-up pages are read this many messages at a time, at most. */
 const CATCHUP_PAGE = 256;
+/**
+ * A page read costs the connection's request budget what it holds, sent or not. With
+ * little budget left a page is this short, or as many messages as the budget pays for
+ * at 256 bytes each if more. (Charged by what was sent, clients joining and leaving a
+ * room with `since` in a loop, waiting out each `rate_limited`, kept the core 65% busy
+ * reading pages of 3 KB messages to replay one or two of each.)
+ */
+const CATCHUP_PAGE_MIN = 16;
 
 function messageEventJson(room: string, seq: number, user: string, body: string, at: string, nonce: string | null): string {
   return JSON.stringify(
@@ -79,8 +88,10 @@ export function createRoomService(deps: {
   outbound: Outbound;
   metrics: Metrics;
   log: Logger;
+  /** Replayed messages are paid for from the connection's request budget. */
+  budget: RequestBudget;
 }) {
-  const { client, queries, clock, config, outbound, metrics, log } = deps;
+  const { client, queries, clock, config, outbound, metrics, log, budget } = deps;
   const live = new Map<string, LiveRoom>();
   /** Ids of rooms known to exist (rooms are never deleted), for history without a SELECT. */
   const roomIds = new Map<string, number>();
@@ -97,6 +108,8 @@ export function createRoomService(deps: {
   let silent = false;
   /** Resolved when a flush leaves nothing queued (for shutdown). */
   let idleWaiters: Array<() => void> = [];
+  /** Catch-ups paused until their connection's request budget is out of debt. */
+  const budgetWaits = new Map<Socket, ReturnType<typeof setTimeout>>();
 
   function load(name: string): LiveRoom {
     let room = live.get(name);
@@ -257,9 +270,11 @@ export function createRoomService(deps: {
   /**
    * Replays missed messages to `ws` while its unsent bytes stay under a quarter of the
    * send buffer (checked after every message: one page of large bodies can pass the
-   * whole buffer), then subscribes it to live ones. The rest follows on `drain`.
+   * whole buffer) and its request budget lasts, then subscribes it to live ones. The
+   * rest follows on `drain`, or once the budget is out of debt.
    */
   function pump(ws: Socket): void {
+    if (budgetWaits.has(ws)) return; // its timer resumes it
     try {
       pumpRooms(ws);
     } catch (err) {
@@ -289,26 +304,52 @@ export function createRoomService(deps: {
           room.catchingUp.delete(ws);
           break;
         }
+        const tokens = budget.refill(ws.data, performance.now());
+        if (tokens < 0) {
+          // A join and leave in a loop would otherwise replay a whole backlog each time.
+          paused = true;
+          waitForBudget(ws);
+          break;
+        }
+        const limit = Math.min(CATCHUP_PAGE, Math.max(CATCHUP_PAGE_MIN, Math.ceil(tokens * 4)));
         // latestSeq > cursor >= 0: the room has messages, so it has its row.
-        const page = queries.range(name, room.id!, cursor, room.latestSeq, CATCHUP_PAGE);
+        const page = queries.range(name, room.id!, cursor, room.latestSeq, limit);
         if (page.length === 0) {
           // Only if the database lost rows it said it had: do not spin.
           log.error("catch_up_gap", { room: name, after: cursor, latest: room.latestSeq });
           cursor = room.latestSeq;
           continue;
         }
+        let sent = 0;
         for (const m of page) {
-          outbound.send(ws, messageEventJson(name, m.seq, m.user, m.body, m.at, m.nonce ?? null));
+          const frame = messageEventJson(name, m.seq, m.user, m.body, m.at, m.nonce ?? null);
+          outbound.send(ws, frame);
+          budget.chargeReplay(ws.data, frame.length);
+          sent++;
           cursor = m.seq;
           if (ws.getBufferedAmount() > catchupHighWater) {
             paused = true;
             break;
           }
         }
+        // The rest was read too (and is read again on drain).
+        for (let i = sent; i < page.length; i++) budget.chargeReplay(ws.data, page[i]!.body.length + 128);
       }
       if (paused) catchups.set(name, cursor);
+      if (budgetWaits.has(ws)) break;
     }
     if (catchups.size === 0) ws.data.catchups = null;
+  }
+
+  function waitForBudget(ws: Socket): void {
+    const ms = budget.msUntil(ws.data, 0);
+    budgetWaits.set(
+      ws,
+      setTimeout(() => {
+        budgetWaits.delete(ws);
+        pump(ws);
+      }, ms),
+    );
   }
 
   /**
@@ -420,6 +461,8 @@ export function createRoomService(deps: {
     },
 
     leaveAll(ws: Socket): void {
+      clearTimeout(budgetWaits.get(ws));
+      budgetWaits.delete(ws);
       // A joined room stays loaded while it has members, so each name is live here.
       for (const name of [...ws.data.rooms]) leaveRoom(ws, live.get(name)!);
     },
