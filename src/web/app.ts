@@ -35,6 +35,7 @@ const ui = {
   roomTitle: $("room-title"),
   scroller: $("scroller"),
   older: $<HTMLButtonElement>("older"),
+  jump: $<HTMLButtonElement>("jump"),
   empty: $("empty"),
   messages: $<HTMLOListElement>("messages"),
   pending: $<HTMLOListElement>("pending"),
@@ -71,6 +72,8 @@ let oldest: number | null = null;
 /** The newest page of history has been read (before that, whether older exist is unknown). */
 let historyRead = false;
 let loadingOlder = false;
+/** Messages from others that arrived while the view was scrolled up. */
+let unseen = 0;
 
 // ------------------------------------------------------------------ rendering
 
@@ -118,7 +121,18 @@ function messageItem(user: string, body: string, at: string | null, note?: strin
 }
 
 const nearBottom = () => ui.scroller.scrollHeight - ui.scroller.scrollTop - ui.scroller.clientHeight < 80;
-const scrollToBottom = () => (ui.scroller.scrollTop = ui.scroller.scrollHeight);
+
+/** The "new messages" button: shown with a count while messages arrive below the view. */
+function renderUnseen(): void {
+  ui.jump.hidden = unseen === 0;
+  ui.jump.textContent = unseen === 1 ? "1 new message ↓" : `${unseen} new messages ↓`;
+}
+
+function scrollToBottom(): void {
+  ui.scroller.scrollTop = ui.scroller.scrollHeight;
+  unseen = 0;
+  renderUnseen();
+}
 
 /** Inserts messages in seq order; each seq once, whether from history or live. */
 function show(messages: ReadonlyArray<Omit<MessageEvent, "type">>): void {
@@ -230,6 +244,8 @@ async function enterRoom(name: string): Promise<void> {
   members = new Set();
   oldest = null;
   historyRead = false;
+  unseen = 0;
+  renderUnseen();
   ui.older.hidden = true;
   ui.messages.replaceChildren();
   ui.room.value = name;
@@ -296,9 +312,16 @@ client.on("signed-out", ({ reason }) => {
 client.on("message", (m) => {
   if (m.room !== room) return;
   const stick = nearBottom();
+  const fresh = !shown.has(m.seq);
   show([m]);
   if (m.nonce) renderPending();
-  if (stick) scrollToBottom();
+  if (stick) {
+    scrollToBottom();
+  } else if (fresh && m.user !== client.user?.username) {
+    // Reading older messages: say that new ones came, without moving the view.
+    unseen++;
+    renderUnseen();
+  }
 });
 client.on("outbox", renderPending);
 client.on("presence", (p) => {
@@ -402,8 +425,16 @@ ui.body.addEventListener("keydown", (event) => {
 });
 
 ui.older.addEventListener("click", () => void loadOlder());
+ui.jump.addEventListener("click", () => {
+  scrollToBottom();
+  ui.body.focus();
+});
 ui.scroller.addEventListener("scroll", () => {
   if (ui.scroller.scrollTop < 40) void loadOlder();
+  if (unseen > 0 && nearBottom()) {
+    unseen = 0;
+    renderUnseen();
+  }
 });
 
 // ------------------------------------------------------------------ start

@@ -275,3 +275,49 @@ test.skipIf(!RUN)(
   },
   20_000,
 );
+
+test.skipIf(!RUN)(
+  "scrolled up to read, new messages from others show a count that jumps to them; at the bottom they just scroll in",
+  async () => {
+    const { context, page } = await newUser("gus");
+    await joinRoom(page, "busy");
+    const { client } = await t.signedIn();
+    await client.join({ room: "busy" });
+    await Promise.all(Array.from({ length: 40 }, (_, i) => client.send({ room: "busy", body: `filler ${i + 1}` })));
+    await message(page, "filler 40").waitFor();
+    // At the bottom: a new message scrolls into view and no button shows.
+    await client.send({ room: "busy", body: "seen at once" });
+    await message(page, "seen at once").waitFor();
+    expect(await page.locator("#jump").isVisible()).toBe(false);
+    // Scrolled up: two messages from someone else, counted, and the view stays put.
+    await page.locator("#scroller").evaluate((el) => (el.scrollTop = 0));
+    await client.send({ room: "busy", body: "while away 1" });
+    await client.send({ room: "busy", body: "while away 2" });
+    await message(page, "while away 2").waitFor();
+    const jump = page.locator("#jump");
+    await expect(jump.innerText()).resolves.toBe("2 new messages ↓");
+    mkdirSync(OUTPUT, { recursive: true });
+    await page.screenshot({ path: `${OUTPUT}/demo-new-messages.png` });
+    expect(await page.locator("#scroller").evaluate((el) => el.scrollTop)).toBe(0);
+    await jump.click();
+    expect(await jump.isVisible()).toBe(false);
+    expect(await page.locator("#scroller").evaluate((el) => el.scrollHeight - el.scrollTop - el.clientHeight)).toBeLessThan(80);
+    expect(await page.evaluate(() => document.activeElement?.id)).toBe("body");
+    // Scrolling down by hand clears it too.
+    await page.locator("#scroller").evaluate((el) => (el.scrollTop = 0));
+    await client.send({ room: "busy", body: "one more" });
+    await message(page, "one more").waitFor();
+    await expect(jump.innerText()).resolves.toBe("1 new message ↓");
+    await page.locator("#scroller").evaluate((el) => (el.scrollTop = el.scrollHeight));
+    await jump.waitFor({ state: "hidden" });
+    // Sending one's own message goes to the bottom, with nothing left to announce.
+    await page.locator("#scroller").evaluate((el) => (el.scrollTop = 0));
+    await client.send({ room: "busy", body: "and another" });
+    await expect(jump.innerText()).resolves.toBe("1 new message ↓");
+    await say(page, "my own");
+    await message(page, "my own").waitFor();
+    expect(await jump.isVisible()).toBe(false);
+    await context.close();
+  },
+  20_000,
+);
