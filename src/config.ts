@@ -56,6 +56,12 @@ export const settings = {
     help: "requests per second per connection, of every type (token bucket refill; at least 0.001; never below twice SEND_RATE); a reply's KiB past its first and each KiB replayed by a join cost one more: past the burst rate_limited, a burst more closes with 1008",
   },
   REQUEST_BURST: { schema: int(1), default: "10000", help: "requests a connection may make at once (token bucket size; never below twice SEND_BURST)" },
+  HTTP_RATE: {
+    schema: num(0.001),
+    default: "100",
+    help: "HTTP requests per second per client address, besides WebSocket upgrades that succeed (token bucket refill; at least 0.001): past the burst 429 and the connection closed",
+  },
+  HTTP_BURST: { schema: int(1), default: "1000", help: "HTTP requests a client address may make at once (token bucket size)" },
   MAX_CONNECTIONS: {
     schema: int(0),
     default: "0",

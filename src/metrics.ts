@@ -13,6 +13,7 @@ export class Metrics {
   connectionsClosed = 0;
   /** Upgrades refused at MAX_CONNECTIONS. */
   connectionsRefused = 0;
+  httpRefused = 0;
   // Every known label value starts at 0, so that rate() and alerts see a series from the start.
   readonly requests = new Map<string, number>([...requestTypes, "invalid"].map((t) => [t, 0]));
   readonly errors = new Map<string, number>(ErrorCode.options.map((c) => [c, 0]));
@@ -53,6 +54,8 @@ export class Metrics {
     out.push(`switchboard_connections_opened_total ${this.connectionsOpened}`);
     family("switchboard_connections_refused_total", "counter", "WebSocket upgrades refused with 503 at MAX_CONNECTIONS.");
     out.push(`switchboard_connections_refused_total ${this.connectionsRefused}`);
+    family("switchboard_http_refused_total", "counter", "HTTP requests answered 429: their client address was past HTTP_BURST.");
+    out.push(`switchboard_http_refused_total ${this.httpRefused}`);
     family("switchboard_connections_closed_total", "counter", "WebSocket connections closed, by close code.");
     for (const [code, n] of this.closes) out.push(`switchboard_connections_closed_total{code="${code}"} ${n}`);
     family("switchboard_requests_total", "counter", "Requests answered, by type.");

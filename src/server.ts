@@ -16,7 +16,7 @@ import { CloseCode, protocolJsonSchema } from "./protocol/index.ts";
 import { createConn, type Conn, type Socket } from "./ws/connection.ts";
 import { createDispatcher, type Handlers } from "./ws/dispatcher.ts";
 import { Outbound } from "./ws/outbound.ts";
-import { RequestBudget } from "./ws/request-budget.ts";
+import { AddressLimiter, RequestBudget } from "./ws/request-budget.ts";
 import { SessionIndex } from "./ws/sessions.ts";
 
 export interface ServerDeps {
@@ -110,6 +110,7 @@ export function createServer(deps: ServerDeps) {
   const sizeQuery = store.client.prepare<{ bytes: number }, []>(
     "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
   );
+  const httpLimiter = new AddressLimiter(config.HTTP_RATE, config.HTTP_BURST);
   let protocolJson: string | undefined;
   let server: Server<Conn> | null = null;
   let checkpointer: Checkpointer | null = null;
@@ -118,38 +119,62 @@ export function createServer(deps: ServerDeps) {
     try {
       const deleted = accounts.sweep();
       if (deleted > 0) log.debug("sessions_swept", { deleted });
+      httpLimiter.sweep(performance.now());
     } catch (err) {
       log.error("sweep_failed", { err });
     }
   }, 60_000);
   sweeper.unref();
 
+  /** 429 with `Connection: close` once `address` is past its HTTP burst; Bun then drops what was pipelined behind. */
+  function httpRefusal(address: string): Response | null {
+    const { waitMs, log: refused } = httpLimiter.take(address, performance.now());
+    if (waitMs === 0) return null;
+    metrics.httpRefused++;
+    if (refused > 0) log.info("http_flood", { address, refused });
+    return Response.json(
+      { error: "too many requests" },
+      { status: 429, headers: { "retry-after": String(Math.ceil(waitMs / 1000)), connection: "close" } },
+    );
+  }
+
   function fetch(req: Request, srv: Server<Conn>): Response | undefined {
-    const url = new URL(req.url);
-    if (url.pathname === "/ws") {
-      if (req.headers.get("upgrade")?.toLowerCase() !== "websocket") {
-        return new Response("Upgrade Required: connect with a WebSocket client\n", {
-          status: 426,
-          headers: { Upgrade: "websocket", Connection: "Upgrade" },
-        });
-      }
-      if (stopping) return json({ error: "shutting down" }, 503);
-      if (outbound.count >= maxConnections) {
-        // Refused before the upgrade, the socket is closed after the answer: sockets past
-        // the process's open-files limit would stop every new connection, HTTP included.
-        metrics.connectionsRefused++;
-        return Response.json({ error: "too many connections" }, { status: 503, headers: { "retry-after": "5", connection: "close" } });
-      }
-      if (!originAllowed(req.headers.get("origin"), req.headers.get("host"), config.allowedOrigins)) {
-        return json({ error: "origin not allowed" }, 403);
-      }
-      const peer = srv.requestIP(req)?.address ?? "unknown";
-      const address = config.trustedProxies.clientAddress(peer, req.headers.get("x-forwarded-for"));
-      if (srv.upgrade(req, { data: createConn(address, config.SEND_BURST, clock.now(), budget.burst) })) return undefined;
-      return json({ error: "bad WebSocket upgrade" }, 400);
+    const peer = srv.requestIP(req)?.address ?? "unknown";
+    const address = config.trustedProxies.clientAddress(peer, req.headers.get("x-forwarded-for"));
+    const { pathname } = new URL(req.url);
+    if (pathname === "/ws" && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
+      // Whether it upgrades is known only once tried. One that does takes no token (its
+      // socket has the request budget); one refused can be pipelined like any request.
+      const response = upgrade(req, srv, address);
+      return response === undefined ? undefined : (httpRefusal(address) ?? response);
+    }
+    return httpRefusal(address) ?? route(req, pathname);
+  }
+
+  function upgrade(req: Request, srv: Server<Conn>, address: string): Response | undefined {
+    if (stopping) return json({ error: "shutting down" }, 503);
+    if (outbound.count >= maxConnections) {
+      // Refused before the upgrade, the socket is closed after the answer: sockets past
+      // the process's open-files limit would stop every new connection, HTTP included.
+      metrics.connectionsRefused++;
+      return Response.json({ error: "too many connections" }, { status: 503, headers: { "retry-after": "5", connection: "close" } });
+    }
+    if (!originAllowed(req.headers.get("origin"), req.headers.get("host"), config.allowedOrigins)) {
+      return json({ error: "origin not allowed" }, 403);
+    }
+    if (srv.upgrade(req, { data: createConn(address, config.SEND_BURST, clock.now(), budget.burst) })) return undefined;
+    return json({ error: "bad WebSocket upgrade" }, 400);
+  }
+
+  function route(req: Request, pathname: string): Response {
+    if (pathname === "/ws") {
+      return new Response("Upgrade Required: connect with a WebSocket client\n", {
+        status: 426,
+        headers: { Upgrade: "websocket", Connection: "Upgrade" },
+      });
     }
     if (req.method !== "GET" && req.method !== "HEAD") return json({ error: "method not allowed" }, 405);
-    switch (url.pathname) {
+    switch (pathname) {
       case "/healthz":
         try {
           // Not a cached statement: those keep answering after the database is closed.

@@ -1,6 +1,20 @@
 import type { Conn } from "./connection.ts";
 
 /**
+ * A token bucket's tokens at `now`: `tokens` at `since`, refilled at `rate` a second up
+ * to `burst` (times in ms). Every bucket of the server refills this way: sends, requests,
+ * and HTTP requests per address.
+ */
+export function refilled(tokens: number, since: number, now: number, rate: number, burst: number): number {
+  return Math.min(burst, tokens + ((now - since) * rate) / 1000);
+}
+
+/** Milliseconds until a bucket holding `tokens` is back to `level` at `rate` a second. */
+export function msUntil(tokens: number, level: number, rate: number): number {
+  return Math.max(0, Math.ceil(((level - tokens) * 1000) / rate));
+}
+
+/**
  * Bytes of a reply past its first KiB, or of a replayed message, that cost one request
  * token (a request's own token pays for a reply of up to this size). A history
  * page or a catch-up costs far more than the frame that asked for it: two connections
@@ -30,7 +44,7 @@ export class RequestBudget {
 
   /** Adds what accrued since the last refill; returns the tokens now. */
   refill(conn: Conn, now: number): number {
-    conn.requestTokens = Math.min(this.burst, conn.requestTokens + ((now - conn.requestRefilledAt) * this.rate) / 1000);
+    conn.requestTokens = refilled(conn.requestTokens, conn.requestRefilledAt, now, this.rate, this.burst);
     conn.requestRefilledAt = now;
     return conn.requestTokens;
   }
@@ -51,6 +65,69 @@ export class RequestBudget {
 
   /** Milliseconds until the tokens are back to `level` (after a refill). */
   msUntil(conn: Conn, level: number): number {
-    return Math.max(0, Math.ceil(((level - conn.requestTokens) * 1000) / this.rate));
+    return msUntil(conn.requestTokens, level, this.rate);
+  }
+}
+
+/**
+ * HTTP requests per client address: `rate` a second, bursts of `burst`. A WebSocket
+ * upgrade that succeeds takes nothing (its socket has the request budget, and
+ * MAX_CONNECTIONS); everything else takes a token. One connection pipelining
+ * `GET /nope` 64 to a write was answered 74,000 times a second and held every other
+ * client's ping at p50 0.9 s; past the burst the answer is now 429 with
+ * `Connection: close`, and Bun drops the requests pipelined behind it.
+ * Memory: one entry per address seen lately. `sweep` drops the full ones; past
+ * `maxAddresses` they are dropped at once, and if all are busy, all are forgotten (a
+ * flood from that many addresses is not one this can stop).
+ */
+/** A refused address is logged at most this often. */
+const LOG_EVERY_MS = 10_000;
+
+export class AddressLimiter {
+  private readonly buckets = new Map<string, { tokens: number; at: number; refused: number; loggedAt: number }>();
+
+  constructor(
+    readonly rate: number,
+    readonly burst: number,
+    private readonly maxAddresses = 100_000,
+  ) {}
+
+  /**
+   * Takes a token for `address`: `waitMs` 0 if it had one, else the ms until it will;
+   * `log` (at most every LOG_EVERY_MS per address) the refusals since the last one logged.
+   */
+  take(address: string, now: number): { waitMs: number; log: number } {
+    let b = this.buckets.get(address);
+    if (!b) {
+      if (this.buckets.size >= this.maxAddresses) this.sweep(now, true);
+      b = { tokens: this.burst, at: now, refused: 0, loggedAt: -Infinity };
+      this.buckets.set(address, b);
+    }
+    b.tokens = refilled(b.tokens, b.at, now, this.rate, this.burst);
+    b.at = now;
+    if (b.tokens >= 1) {
+      b.tokens -= 1;
+      return { waitMs: 0, log: 0 };
+    }
+    b.refused++;
+    let log = 0;
+    if (now - b.loggedAt >= LOG_EVERY_MS) {
+      log = b.refused;
+      b.refused = 0;
+      b.loggedAt = now;
+    }
+    return { waitMs: msUntil(b.tokens, 1, this.rate), log };
+  }
+
+  /** Forgets the addresses whose bucket has refilled (they are as if never seen). */
+  sweep(now: number, full = false): void {
+    for (const [address, b] of this.buckets) {
+      if (refilled(b.tokens, b.at, now, this.rate, this.burst) >= this.burst) this.buckets.delete(address);
+    }
+    if (full && this.buckets.size >= this.maxAddresses) this.buckets.clear();
+  }
+
+  get size(): number {
+    return this.buckets.size;
   }
 }

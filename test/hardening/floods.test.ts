@@ -1,6 +1,7 @@
 import { afterEach, expect, test } from "bun:test";
 import { RawWs } from "../../bench/lib/raw-ws.ts";
 import { defaultMaxConnections } from "../../src/server.ts";
+import { AddressLimiter } from "../../src/ws/request-budget.ts";
 import { signedIn, startApp, type TestApp } from "../helpers.ts";
 
 let t: TestApp | undefined;
@@ -205,6 +206,83 @@ test("MAX_CONNECTIONS: the last one that fits is upgraded, one more gets 503 bef
   for (let i = 0; i < 100 && t.app.metrics.connectionsClosed < 1; i++) await Bun.sleep(5);
   const third = await t.connect();
   expect(await third.request({ type: "ping" })).toMatchObject({ type: "ok" });
+});
+
+/** Writes `n` pipelined `GET path` to one TCP connection; resolves with the status of each answer once the server closes it (or after 2 s). */
+async function pipelined(port: number, path: string, n: number): Promise<{ statuses: number[]; closed: boolean }> {
+  let text = "";
+  let closed = false;
+  await new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(resolve, 2000);
+    Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        open: (socket) => void socket.write(`GET ${path} HTTP/1.1\r\nHost: x\r\n\r\n`.repeat(n)),
+        data: (_socket, chunk) => void (text += chunk.toString("latin1")),
+        close: () => {
+          closed = true;
+          clearTimeout(timer);
+          resolve();
+        },
+        error: (_socket, e) => reject(e),
+      },
+    }).catch(reject);
+  });
+  return { statuses: [...text.matchAll(/HTTP\/1\.1 (\d{3})/g)].map((m) => Number(m[1])), closed };
+}
+
+test("HTTP requests per address: the burst passes, then 429 with Retry-After and the connection closed; upgrades take nothing", async () => {
+  // Half a token a second: nothing refills within the test.
+  t = await startApp({ config: { HTTP_RATE: 0.5, HTTP_BURST: 5 } });
+  for (let i = 0; i < 5; i++) expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
+  const refused = await fetch(`${t.url}/healthz`);
+  expect(refused.status).toBe(429);
+  expect(await refused.json()).toEqual({ error: "too many requests" });
+  expect(Number(refused.headers.get("retry-after"))).toBeGreaterThanOrEqual(1);
+  expect(refused.headers.get("connection")).toBe("close");
+  expect(t.app.metrics.httpRefused).toBe(1);
+  // Any path: a 404, the 426 of a plain GET /ws.
+  expect((await fetch(`${t.url}/nope`)).status).toBe(429);
+  expect((await fetch(`${t.url}/ws`)).status).toBe(429);
+  // A WebSocket that upgrades takes no token, and is not refused.
+  const ws = await t.connect();
+  expect(await ws.request({ type: "ping" })).toMatchObject({ type: "ok" });
+});
+
+test("pipelined HTTP requests past the burst: one 429, then the connection is closed and the rest are dropped", async () => {
+  t = await startApp({ config: { HTTP_RATE: 0.5, HTTP_BURST: 5 } });
+  const { statuses, closed } = await pipelined(t.port, "/nope", 50);
+  expect(statuses).toEqual([404, 404, 404, 404, 404, 429]);
+  expect(closed).toBe(true);
+  expect(t.app.metrics.httpRefused).toBe(1);
+});
+
+test("HTTP buckets are per client address (X-Forwarded-For from a trusted proxy), and refill", async () => {
+  t = await startApp({ config: { HTTP_RATE: 20, HTTP_BURST: 2, TRUSTED_PROXIES: "127.0.0.1" } });
+  const from = (address: string) => fetch(`${t!.url}/healthz`, { headers: { "x-forwarded-for": address } }).then((r) => r.status);
+  expect([await from("10.0.0.1"), await from("10.0.0.1"), await from("10.0.0.1")]).toEqual([200, 200, 429]);
+  expect([await from("10.0.0.2"), await from("10.0.0.2")]).toEqual([200, 200]);
+  await Bun.sleep(100); // 20 a second: two tokens back
+  expect(await from("10.0.0.1")).toBe(200);
+});
+
+test("the address limiter forgets refilled addresses on sweep, and stays bounded", () => {
+  const limiter = new AddressLimiter(10, 2, 3);
+  expect(limiter.take("a", 0).waitMs).toBe(0);
+  expect(limiter.take("a", 0).waitMs).toBe(0);
+  expect(limiter.take("a", 0)).toEqual({ waitMs: 100, log: 1 });
+  expect(limiter.take("a", 1)).toEqual({ waitMs: 99, log: 0 }); // logged at most every 10 s
+  limiter.take("b", 0);
+  limiter.sweep(100); // a: 1 token back of 2; b: full again
+  expect(limiter.size).toBe(1);
+  limiter.sweep(200);
+  expect(limiter.size).toBe(0);
+  // Past maxAddresses (3), the full ones go first, and if none is full, all.
+  for (const address of ["c", "d", "e"]) limiter.take(address, 1000);
+  limiter.take("f", 1000);
+  expect(limiter.size).toBe(1);
+  expect(limiter.take("f", 1000).waitMs).toBe(0); // its bucket started over, full
 });
 
 test("the default MAX_CONNECTIONS is 90% of the open-files limit read from /proc/self/limits", () => {

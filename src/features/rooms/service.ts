@@ -10,7 +10,7 @@ import { CloseCode, ProtocolError, type ResultOf, type StoredMessage } from "../
 import type { Socket } from "../../ws/connection.ts";
 import type { Later } from "../../ws/dispatcher.ts";
 import type { Outbound } from "../../ws/outbound.ts";
-import type { RequestBudget } from "../../ws/request-budget.ts";
+import { msUntil, refilled, type RequestBudget } from "../../ws/request-budget.ts";
 import type { MessageInsert, RoomQueries } from "./queries.ts";
 
 /** A room with members connected (or sends in flight): its latest seq lives here while loaded. */
@@ -392,10 +392,10 @@ export function createRoomService(deps: {
   function refillAndTake(ws: Socket): void {
     const conn = ws.data;
     const now = clock.now();
-    conn.sendTokens = Math.min(config.SEND_BURST, conn.sendTokens + ((now - conn.sendRefilledAt) * config.SEND_RATE) / 1000);
+    conn.sendTokens = refilled(conn.sendTokens, conn.sendRefilledAt, now, config.SEND_RATE, config.SEND_BURST);
     conn.sendRefilledAt = now;
     if (conn.sendTokens < 1) {
-      const retryAfterMs = Math.ceil(((1 - conn.sendTokens) * 1000) / config.SEND_RATE);
+      const retryAfterMs = msUntil(conn.sendTokens, 1, config.SEND_RATE);
       throw new ProtocolError("rate_limited", `at most ${config.SEND_RATE} sends per second`, { retryAfterMs });
     }
     conn.sendTokens -= 1;
