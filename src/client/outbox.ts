@@ -19,6 +19,11 @@ export function newNonce(): string {
   return `c-${hex}`;
 }
 
+/** For a send to a room that was left after the send was written on a connection lost before its answer. */
+function maybeStored(room: string): SwitchboardError {
+  return new SwitchboardError("disconnected", `left ${room} after the message was written, before its answer: it may have been stored`, { request: "send" });
+}
+
 const keyOf = (outbox: readonly OutboxEntry[]): string => outbox.map((e) => e.nonce).join(" ");
 
 /**
@@ -29,8 +34,14 @@ const keyOf = (outbox: readonly OutboxEntry[]): string => outbox.map((e) => e.no
 export class Outbox {
   private readonly waiters = new Map<string, SendWaiter[]>();
   private inFlight: OutboxEntry | null = null;
-  /** Nonces of the entries written at least once and not answered yet: the server may have stored them. */
-  private readonly written = new Set<string>();
+  /**
+   * Nonces of the entries written on a connection that was lost before it answered: the
+   * server may have stored them. (An entry answered, even `rate_limited`, on the
+   * connection it was written on, and never written before, was not stored.)
+   */
+  private readonly lost = new Set<string>();
+  /** Nonce -> why its room was left while it was in flight, to reject it with once answered. */
+  private readonly leftInFlight = new Map<string, SwitchboardError>();
   private rateLimitTimer: ReturnType<typeof setTimeout> | undefined;
   /** The nonces when the `outbox` event last fired. */
   private key: string;
@@ -84,7 +95,6 @@ export class Outbox {
     const entry = this.saved.state.outbox.find((e) => this.isJoined(e.room));
     if (!entry) return;
     this.inFlight = entry;
-    this.written.add(entry.nonce);
     socket.request("send", { room: entry.room, body: entry.body, nonce: entry.nonce }).then(
       (result) => {
         if (this.inFlight === entry) this.inFlight = null;
@@ -95,9 +105,12 @@ export class Outbox {
       (e: SwitchboardError) => {
         if (!this.saved.state.outbox.includes(entry)) {
           // Its room was left while it was in flight: it cannot be sent again, so the
-          // answer is final, and a lost connection (`disconnected`) means "maybe stored".
+          // answer is final. A lost connection (`disconnected`) means "maybe stored"; a
+          // refusal (a rate limit, say) that it was not, unless an earlier attempt was lost.
           if (this.inFlight === entry) this.inFlight = null;
-          this.settle(entry.nonce, (w) => w.reject(e));
+          const left = this.leftInFlight.get(entry.nonce);
+          const error = e.code === "disconnected" || !left ? e : this.lost.has(entry.nonce) ? maybeStored(entry.room) : left;
+          this.settle(entry.nonce, (w) => w.reject(error));
           this.pump();
           return;
         }
@@ -132,12 +145,13 @@ export class Outbox {
     this.saved.state.outbox = this.saved.state.outbox.filter((e) => e.room !== room);
     this.saved.save(true);
     for (const e of dropped) {
-      if (e === this.inFlight) continue;
+      if (e === this.inFlight) {
+        this.leftInFlight.set(e.nonce, error);
+        continue;
+      }
       // Written on a connection that dropped before the answer: stored or not, nobody knows.
-      const maybeStored = this.written.has(e.nonce)
-        ? new SwitchboardError("disconnected", `left ${room} after the message was written, before its answer: it may have been stored`, { request: "send" })
-        : error;
-      this.settle(e.nonce, (w) => w.reject(maybeStored));
+      const why = this.lost.has(e.nonce) ? maybeStored(room) : error;
+      this.settle(e.nonce, (w) => w.reject(why));
     }
   }
 
@@ -146,7 +160,8 @@ export class Outbox {
     if (forget) {
       this.saved.state.outbox = [];
       this.saved.save(true);
-      this.written.clear();
+      this.lost.clear();
+      this.leftInFlight.clear();
     }
     const all = [...this.waiters.values()].flat();
     this.waiters.clear();
@@ -155,6 +170,7 @@ export class Outbox {
 
   /** The socket is gone: the send in flight goes again after the reconnect. */
   detached(): void {
+    if (this.inFlight) this.lost.add(this.inFlight.nonce);
     this.inFlight = null;
   }
 
@@ -173,7 +189,8 @@ export class Outbox {
   }
 
   private settle(nonce: string, settle: (waiter: SendWaiter) => void): void {
-    this.written.delete(nonce);
+    this.lost.delete(nonce);
+    this.leftInFlight.delete(nonce);
     const list = this.waiters.get(nonce);
     if (!list) return;
     this.waiters.delete(nonce);

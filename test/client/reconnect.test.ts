@@ -338,6 +338,32 @@ test("leave with a send already written: the server's answer settles it; the sen
   expect((await a.history({ room: "talk" })).messages.map((m) => m.body)).toEqual(["one"]);
 });
 
+test("leave with sends refused by the rate limit (waiting to retry, or answered after the leave): not_joined, never stored", async () => {
+  // One send every 10 s: the second is refused and waits, the third is never written.
+  t = await startTestServer({ config: { SEND_BURST: 1, SEND_RATE: 0.1 } });
+  const { client: a } = await t.signedIn(fast);
+  await a.join({ room: "talk" });
+  const one = a.send({ room: "talk", body: "one" });
+  const two = failure(a.send({ room: "talk", body: "two" }));
+  await one;
+  // "two" is on the wire now; leaving before its answer (rate_limited) comes.
+  await a.leave({ room: "talk" });
+  const err = await two;
+  expect(err.code).toBe("not_joined");
+  expect(t.app.metrics.errors.get("rate_limited")).toBe(1);
+
+  // Again, with the refused send already waiting out its retryAfterMs when the room is left.
+  await a.join({ room: "talk" });
+  const three = failure(a.send({ room: "talk", body: "three" }));
+  for (let i = 0; i < 200 && t.app.metrics.errors.get("rate_limited") !== 2; i++) await Bun.sleep(5);
+  await a.ping(); // its answer follows the refusal on the socket: the client has read both
+  await a.leave({ room: "talk" });
+  // Answered on the connection it was written on, and never written before: not stored.
+  expect((await three).code).toBe("not_joined");
+  expect((await a.history({ room: "talk" })).messages.map((m) => m.body)).toEqual(["one"]);
+  expect(a.outbox).toEqual([]);
+});
+
 /**
  * `a` (through the proxy) sends `body` to "talk" with the proxy dropping replies, and
  * this resolves once an observer in the room has received it: stored, never answered.
