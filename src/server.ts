@@ -225,6 +225,12 @@ export function createServer(deps: ServerDeps) {
     message(ws: Socket, message: string | Buffer) {
       dispatcher.message(ws, message);
     },
+    ping(ws: Socket) {
+      dispatcher.control(ws);
+    },
+    pong(ws: Socket) {
+      dispatcher.control(ws);
+    },
     drain(ws: Socket) {
       rooms.drain(ws);
     },

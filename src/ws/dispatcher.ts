@@ -212,6 +212,24 @@ export function createDispatcher(deps: {
         replyError(ws, undefined, err, "unknown");
       }
     },
+
+    /**
+     * A ping or pong frame from the client: Bun answers a ping itself, but it costs a
+     * token like any frame. Two connections sending empty pings as fast as they could
+     * (never closed: the frames did not reach the app) kept the core busy and others'
+     * pings at p50 91 ms. There is nothing to answer `rate_limited` to, so a client a
+     * whole burst into debt is closed with 1008, as for requests.
+     */
+    control(ws: Socket): void {
+      const conn = ws.data;
+      if (conn.closed) return;
+      budget.refill(conn, performance.now());
+      conn.requestTokens -= 1;
+      if (conn.requestTokens <= -budget.burst) {
+        log.info("request_flood", { conn: conn.id, address: conn.address, control: true });
+        outbound.close(ws, CloseCode.policyViolation, "too many requests");
+      }
+    },
   };
 
   /**

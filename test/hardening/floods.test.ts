@@ -1,5 +1,5 @@
 import { afterEach, expect, test } from "bun:test";
-import { RawWs } from "../../bench/lib/raw-ws.ts";
+import { Opcode, RawWs } from "../../bench/lib/raw-ws.ts";
 import { defaultMaxConnections } from "../../src/server.ts";
 import { AddressLimiter } from "../../src/ws/request-budget.ts";
 import { signedIn, startApp, type TestApp } from "../helpers.ts";
@@ -104,6 +104,27 @@ test("every request takes a token: past the burst rate_limited (ref echoed, no s
   expect(answered.length).toBeLessThanOrEqual(1);
   // Others have their own buckets.
   expect(await other.request({ type: "ping", ref: 1 })).toEqual({ type: "ok", ref: 1 });
+});
+
+test("ping and pong frames take a token too: Bun answers the pings, and a burst into debt closes with 1008", async () => {
+  // One token a second: nothing refills within the test.
+  t = await startApp({ config: { REQUEST_RATE: 1, REQUEST_BURST: 5, SEND_RATE: 0.5, SEND_BURST: 1 } });
+  const raw = await RawWs.open(t.port);
+  // 5 tokens, then 3 into debt: still open, each ping answered by Bun with a pong.
+  for (let i = 0; i < 7; i++) raw.frame({ opcode: Opcode.ping, payload: `p${i}` });
+  raw.frame({ opcode: Opcode.pong, payload: "" });
+  const pong = await raw.next((f) => f.opcode === Opcode.pong && f.payload.toString() === "p6");
+  expect(pong.payload.toString()).toBe("p6");
+  expect(raw.closeReceived).toBeNull();
+  // A text request meanwhile (-4) is answered rate_limited, not run.
+  raw.text({ type: "ping", ref: 1 });
+  expect(await raw.reply(1)).toMatchObject({ code: "rate_limited" });
+  expect(raw.closeReceived).toBeNull();
+  // One more control frame: -5, a whole burst into debt (or one more, if a fraction of a
+  // token refilled meanwhile).
+  raw.frame({ opcode: Opcode.ping, payload: "last" });
+  raw.frame({ opcode: Opcode.ping, payload: "last" });
+  expect(await raw.end()).toMatchObject({ code: 1008, reason: "too many requests" });
 });
 
 test("a client that waits retryAfterMs gets through again", async () => {
