@@ -310,6 +310,36 @@ test("rate-limited sends are retried after retryAfterMs without losing their ord
   expect(t.app.metrics.errors.get("rate_limited")).toBeGreaterThan(0);
 });
 
+test("joins refused by the request budget (many rooms at once, after a reconnect too) are retried: no room is dropped", async () => {
+  // A request bucket of 20 at 50 a second (the least the send limits allow).
+  t = await startTestServer({ config: { SEND_RATE: 5, SEND_BURST: 10, REQUEST_RATE: 50, REQUEST_BURST: 20 } });
+  const rooms = range(30).map((i) => `r${i - 1}`); // r0..r29
+  const { client: a } = await viaProxy("r0");
+  const errors: string[] = [];
+  a.on("error", (e) => errors.push(e.code));
+  const joined = await Promise.all(rooms.slice(1).map((room) => a.join({ room })));
+  expect(joined.map((j) => j.room)).toEqual(rooms.slice(1));
+  expect(t.app.metrics.errors.get("rate_limited")).toBeGreaterThan(0);
+  const refusedFirst = t.app.metrics.errors.get("rate_limited")!;
+
+  await cutAndRefuse(a);
+  const { client: b } = await t.signedIn(fast);
+  for (const room of ["r3", "r17", "r29"]) {
+    await b.join({ room });
+    await b.send({ room, body: `missed in ${room}` });
+  }
+  const got = collect(a);
+  const reopened = a.next("open");
+  proxy!.refuse = false;
+  await reopened;
+  await got.waitFor(3);
+  expect(got.bodies().sort()).toEqual(["missed in r17", "missed in r29", "missed in r3"]);
+  // 30 re-joins with since, past the burst: some were refused, and each was asked again.
+  expect(t.app.metrics.errors.get("rate_limited")!).toBeGreaterThan(refusedFirst);
+  expect(a.rooms.sort()).toEqual([...rooms].sort());
+  expect(errors).toEqual([]);
+});
+
 test("leave stops delivery and drops the room's unsent messages", async () => {
   t = await startTestServer();
   const { client: a } = await viaProxy("talk");
