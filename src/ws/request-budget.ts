@@ -15,7 +15,8 @@ export function msUntil(tokens: number, level: number, rate: number): number {
 }
 
 /**
- * Bytes of a reply past its first KiB, or of a replayed message, that cost one request
+ * Bytes of a reply past its first KiB, or of what a connection makes the server send
+ * besides (replayed messages, its presence events to a room), that cost one request
  * token (a request's own token pays for a reply of up to this size). A history
  * page or a catch-up costs far more than the frame that asked for it: two connections
  * pipelining `history` of 100 large messages (a reply of up to half the send buffer
@@ -27,8 +28,8 @@ export const BYTES_PER_TOKEN = 1024;
 /**
  * A connection's request budget (`Conn.requestTokens`): `rate` tokens a second up to
  * `burst`, refilled by `performance.now()`. Every frame takes one token (the
- * dispatcher), a reply one more per BYTES_PER_TOKEN past its first, and a replayed
- * message one per BYTES_PER_TOKEN. Below 0 it is debt: requests are refused until it is
+ * dispatcher), a reply one more per BYTES_PER_TOKEN past its first, and what else the
+ * connection causes to be sent one per BYTES_PER_TOKEN. Below 0 it is debt: requests are refused until it is
  * paid back. Replies take it at most half a burst into debt, so that only frames sent
  * while refused can reach the dispatcher's close at a whole burst.
  */
@@ -54,8 +55,8 @@ export class RequestBudget {
     if (chars > BYTES_PER_TOKEN) this.take(conn, (chars - BYTES_PER_TOKEN) / BYTES_PER_TOKEN);
   }
 
-  /** Takes the cost of a replayed message of `chars` (no request paid for it). */
-  chargeReplay(conn: Conn, chars: number): void {
+  /** Takes the cost of `chars` sent because of the connection (a replayed message, a presence event to others), which no request's token paid for. */
+  chargeCaused(conn: Conn, chars: number): void {
     this.take(conn, chars / BYTES_PER_TOKEN);
   }
 

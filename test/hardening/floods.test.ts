@@ -195,6 +195,34 @@ test("a catch-up is paid from the request budget: it pauses in debt and resumes 
   expect(m.s.unclaimed.filter((f) => f.type === "message")).toEqual([]);
 });
 
+test("a join or leave pays for its presence event to every member: a loop of them in a big room is soon rate_limited", async () => {
+  // One token a second, burst 40 (the least the send limits below allow is 20).
+  const config = { REQUEST_RATE: 1, REQUEST_BURST: 40, SEND_RATE: 0.5, SEND_BURST: 10 };
+  const loop = async (audience: number) => {
+    t = await startApp({ config });
+    const member = await signedIn(t);
+    await member.s.request({ type: "join", room: "big" });
+    for (let i = 1; i < audience; i++) {
+      const s = await t.connect();
+      await s.request({ type: "auth", token: member.token });
+      await s.request({ type: "join", room: "big" });
+    }
+    const walker = await signedIn(t);
+    const codes: string[] = [];
+    for (const type of ["join", "leave", "join", "leave", "join"]) {
+      const r = await walker.s.request({ type, room: "big" });
+      codes.push(r.type === "ok" ? "ok" : String(r.code));
+    }
+    await t.stop();
+    t = undefined;
+    return codes;
+  };
+  // 200 members: each event is ~60 chars to 200 sockets, ~12 tokens.
+  expect(await loop(200)).toEqual(["ok", "ok", "ok", "rate_limited", "rate_limited"]);
+  // 2 members: the same loop costs a token a request.
+  expect(await loop(2)).toEqual(["ok", "ok", "ok", "ok", "ok"]);
+});
+
 test("MAX_ROOMS_PER_CONNECTION: the last room that fits is joined, one more is bad_request; leaving makes room", async () => {
   t = await startApp({ config: { MAX_ROOMS_PER_CONNECTION: 3 } });
   const m = await signedIn(t);
