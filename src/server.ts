@@ -189,7 +189,7 @@ export function createServer(deps: ServerDeps) {
       case "/metrics":
         return new Response(
           metrics.render({
-            rooms: queries.countRooms(),
+            rooms: rooms.storedRooms,
             roomsLoaded: rooms.liveRooms,
             dbBytes: sizeQuery.get()?.bytes ?? 0,
             checkpoints: checkpointer?.stats ?? { checkpoints: 0, frames: 0, restarts: 0 },

@@ -74,16 +74,20 @@ describe("join, leave, who", () => {
     }
     expect(await a.s.request({ type: "join", room: "talk" })).toMatchObject({ type: "ok", seq: 0 });
     expect(stored()).toEqual([]);
-    expect(await (await fetch(`${t.url}/metrics`)).text()).toContain("\nswitchboard_rooms 0\n");
+    const roomsMetric = async () => /\nswitchboard_rooms (\d+)\n/.exec(await (await fetch(`${t.url}/metrics`)).text())?.[1];
+    expect(await roomsMetric()).toBe("0");
     const sent = await a.s.request({ type: "send", room: "talk", body: "first" });
     expect(sent).toMatchObject({ type: "ok", seq: 1 });
     expect(stored()).toEqual([{ name: "talk", latest_seq: 1, created_at: Date.parse(sent.at as string) }]);
+    // Counted as stored (kept in memory, not a count(*) per scrape), once.
+    expect(await roomsMetric()).toBe("1");
     // Unloaded once nobody is in it; loaded again from its row.
     await a.s.request({ type: "leave", room: "talk" });
     expect(await a.s.request({ type: "join", room: "talk", since: 0 })).toMatchObject({ type: "ok", seq: 1, recovered: true });
     expect(await a.s.next((f) => f.type === "message")).toMatchObject({ seq: 1, body: "first" });
     expect(await a.s.request({ type: "send", room: "talk", body: "second" })).toMatchObject({ type: "ok", seq: 2 });
     expect(stored()).toEqual([{ name: "talk", latest_seq: 2, created_at: Date.parse(sent.at as string) }]);
+    expect(await roomsMetric()).toBe("1");
   });
 
   test("room names: 1 and 64 chars of [a-z0-9_-] pass; 65, uppercase, a leading '-' fail", async () => {

@@ -108,6 +108,12 @@ export function createRoomService(deps: {
   let silent = false;
   /** Resolved when a flush leaves nothing queued (for shutdown). */
   let idleWaiters: Array<() => void> = [];
+  /**
+   * Rooms stored, counted once and then kept (rooms are stored with their first message
+   * and never deleted): `/metrics` ran `count(*)`, a scan of the table, and with a
+   * million rooms one address's allowance of `/metrics` requests kept the core busy.
+   */
+  let storedRooms: number | null = null;
   /** Catch-ups paused until their connection's request budget is out of debt. */
   const budgetWaits = new Map<Socket, ReturnType<typeof setTimeout>>();
 
@@ -192,6 +198,7 @@ export function createRoomService(deps: {
     try {
       // Counted when it stored something: a batch of repeated nonces only read.
       if (writeBatchTx(batch) > 0) metrics.commits++;
+      if (storedRooms !== null) for (const [room, { id }] of saved) if (id === null && room.id !== null) storedRooms++;
       return true;
     } catch (err) {
       for (const [room, { seq, id }] of saved) {
@@ -539,6 +546,11 @@ export function createRoomService(deps: {
         if (queue.length > 0) scheduleFlush();
       },
     } satisfies WriteGate,
+
+    /** Rooms in the database. */
+    get storedRooms(): number {
+      return (storedRooms ??= queries.countRooms());
+    },
 
     get liveRooms(): number {
       return live.size;
