@@ -76,6 +76,11 @@ export const settings = {
     help: "password hashes computed at once, 1 to 64 (cores - 1 here, at least 1)",
   },
   HASH_QUEUE: { schema: int(0), default: "256", help: "sign-ins waiting for a hash slot before rate_limited" },
+  HASH_PER_ADDRESS: {
+    schema: int(1),
+    default: "8",
+    help: "sign-ins (signup or login) one client address may have being hashed or waiting at once; past it rate_limited",
+  },
   IDLE_TIMEOUT_S: {
     // uWebSockets checks timeouts every 4 s and refuses less than 8 (1-7 silently became 8).
     schema: int(0, 960).refine((s) => s === 0 || s >= 8, "must be 0 (off) or 8 to 960"),

@@ -249,3 +249,41 @@ test("a login still queued for the hasher when its socket closes is never hashed
   // b's refusal had no socket to go to: it is not counted as an error reply.
   expect(t.app.metrics.errors.get("rate_limited")).toBe(0);
 });
+
+test("HASH_PER_ADDRESS: an address's sign-ins being hashed or waiting are capped; past it rate_limited, other addresses unaffected", async () => {
+  const m = manualArgon2();
+  const { TrustedProxies } = await import("../../src/ws/client-address.ts");
+  t = await startApp({
+    hasher: createArgon2Hasher({ concurrency: 1, queue: 100, argon2: m.argon2 }),
+    config: { HASH_PER_ADDRESS: 2, trustedProxies: TrustedProxies.parse("127.0.0.1, ::1, ::ffff:127.0.0.1") },
+  });
+  await m.untilStarted(1);
+  m.finishNext(); // the dummy hash for unknown names
+  const from = (address: string) => t.connect({ headers: { "x-forwarded-for": address } });
+  const [a1, a2, a3, b1] = await Promise.all([from("203.0.113.1"), from("203.0.113.1"), from("203.0.113.1"), from("203.0.113.2")]);
+  // Two from one address: one hashing, one waiting. The third is refused at once.
+  const first = a1.request({ type: "signup", username: "hpa_1", password: PW });
+  await m.untilStarted(2);
+  const second = a2.request({ type: "signup", username: "hpa_2", password: PW });
+  expect(await a2.request({ type: "ping" })).toMatchObject({ type: "ok" }); // queued behind the first
+  expect(await a3.request({ type: "login", username: "hpa_1", password: PW })).toMatchObject({
+    type: "error",
+    code: "rate_limited",
+    message: "too many sign-ins at once from this address",
+    retryAfterMs: 1000,
+  });
+  // Another address waits its turn in the queue, not refused.
+  const other = b1.request({ type: "signup", username: "hpa_b", password: PW });
+  expect(await b1.request({ type: "ping" })).toMatchObject({ type: "ok" });
+  for (let n = 3; n <= 4; n++) {
+    m.finishNext();
+    await m.untilStarted(n);
+  }
+  m.finishNext();
+  for (const r of [first, second, other]) expect(await r).toMatchObject({ type: "ok" });
+  // Done hashing: the address may sign in again.
+  const again = a3.request({ type: "login", username: "hpa_1", password: PW });
+  await m.untilStarted(5);
+  m.finishNext();
+  expect(await again).toMatchObject({ type: "ok" });
+});

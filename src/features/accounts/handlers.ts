@@ -50,7 +50,7 @@ export function createAccountHandlers(deps: {
 
   const handlers = {
     async signup({ ws }, req) {
-      const s = await accounts.signup(req.username, req.password, () => !ws.data.closed);
+      const s = await accounts.signup(req.username, req.password, { address: ws.data.address, stillWanted: () => !ws.data.closed });
       signIn(ws, s);
       return { user: s.user, token: s.token };
     },

@@ -40,6 +40,30 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
   const byUser = new FailureLimiter(config.SIGNIN_FAILS_PER_USER, config.SIGNIN_USER_WINDOW_MS, clock);
   const byAddress = new FailureLimiter(config.SIGNIN_FAILS_PER_ADDRESS, config.SIGNIN_ADDRESS_WINDOW_MS, clock);
   let dummyHash: Promise<string> | undefined;
+  /** Client address -> its sign-ins being hashed or waiting for the hasher. */
+  const hashing = new Map<string, number>();
+
+  /**
+   * Runs `work` (a sign-in's hash) counted against `address`: past HASH_PER_ADDRESS at
+   * once, `rate_limited`. The hasher's queue is shared: 300 sockets of one address
+   * signing up in a loop kept it full, and others' sign-ins were refused ("busy") or
+   * waited 7 s.
+   */
+  async function hashFor<T>(address: string | undefined, work: () => Promise<T>): Promise<T> {
+    if (address === undefined) return work(); // not from a client (tests, embedding)
+    const n = hashing.get(address) ?? 0;
+    if (n >= config.HASH_PER_ADDRESS) {
+      throw new ProtocolError("rate_limited", "too many sign-ins at once from this address", { retryAfterMs: 1000 });
+    }
+    hashing.set(address, n + 1);
+    try {
+      return await work();
+    } finally {
+      const left = hashing.get(address)! - 1;
+      if (left > 0) hashing.set(address, left);
+      else hashing.delete(address);
+    }
+  }
 
   const findUserByName = db
     .select()
@@ -110,9 +134,14 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
   dummy().catch(() => {});
 
   return {
-    async signup(username: string, password: string, stillWanted?: StillWanted): Promise<SignedIn & { token: string }> {
+    /** `address`: the client's, for HASH_PER_ADDRESS; `stillWanted` as for `login`. */
+    async signup(
+      username: string,
+      password: string,
+      opts: { address?: string; stillWanted?: StillWanted } = {},
+    ): Promise<SignedIn & { token: string }> {
       if (findUserByName.get({ username })) throw new ProtocolError("username_taken", "that username is taken");
-      const passwordHash = await hasher.hash(password, stillWanted);
+      const passwordHash = await hashFor(opts.address, () => hasher.hash(password, opts.stillWanted));
       let row: UserRow;
       try {
         row = db.insert(users).values({ username, passwordHash, createdAt: clock.now() }).returning().get();
@@ -134,9 +163,11 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
       try {
         row = findUserByName.get({ username });
         // An unknown name costs one verify too, so that timing does not tell names apart.
-        const ok = row
-          ? await hasher.verify(row.passwordHash, password, stillWanted)
-          : (await hasher.verify(await dummy(), password, stillWanted), false);
+        const ok = await hashFor(address, async () =>
+          row
+            ? hasher.verify(row.passwordHash, password, stillWanted)
+            : (await hasher.verify(await dummy(), password, stillWanted), false),
+        );
         verdict = ok ? "right" : "wrong";
       } finally {
         // A hash that did not run (the hasher was busy, or the client left) is no failed guess.
