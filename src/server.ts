@@ -282,6 +282,7 @@ export function createServer(deps: ServerDeps) {
       clearTimeout(timer);
       await rooms.idle();
       rooms.silence();
+      accounts.flushTouches();
       for (const ws of outbound.sockets()) outbound.close(ws, CloseCode.goingAway, "server shutting down");
       await checkpointer?.stop();
       checkpointer = null;

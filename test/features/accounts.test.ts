@@ -111,6 +111,30 @@ describe("accounts service", () => {
     expect(await code(() => accounts.auth(a.token))).toBe("unauthorized");
   });
 
+  test("uses are written together, later: nothing per auth, every one on flushTouches (and a revoke stays revoked)", async () => {
+    const { accounts, clock, store } = setup(defaultConfig({ SESSION_IDLE_DAYS: 1 }));
+    const first = await accounts.signup("ada", "correct horse battery");
+    const logins = await Promise.all(Array.from({ length: 4 }, () => accounts.login("ada", "correct horse battery", "x")));
+    const tokens = [first.token, ...logins.map((l) => l.token)];
+    const lastUsed = () =>
+      Object.fromEntries(store.client.query<{ id: number; at: number }, []>("SELECT id, last_used_at AS at FROM sessions").all().map((r) => [r.id, r.at]));
+    const ids = [first.sessionId, ...logins.map((l) => l.sessionId)];
+    const each = (at: (id: number) => number) => Object.fromEntries(ids.map((id) => [id, at(id)]));
+    const createdAt = clock.now();
+    clock.advance(120_000); // past the touch interval: each auth is a use to record
+    for (const token of tokens) expect(accounts.auth(token).user.username).toBe("ada");
+    expect(lastUsed()).toEqual(each(() => createdAt)); // not written yet
+    accounts.logout(logins[0]!.sessionId, first.user.id, false);
+    accounts.flushTouches();
+    const usedAt = createdAt + 120_000;
+    const revoked = logins[0]!.sessionId;
+    expect(lastUsed()).toEqual(each((id) => (id === revoked ? createdAt : usedAt))); // the revoked one untouched
+    expect(await code(() => accounts.auth(logins[0]!.token))).toBe("unauthorized");
+    // Written uses count after a restart: a day after the last use, expired; just before, alive.
+    clock.advance(86_400_000 - 1);
+    expect(accounts.auth(first.token).user.username).toBe("ada");
+  });
+
   test("logout all revokes every live session of the user and no one else's", async () => {
     const { accounts } = setup();
     const a1 = await accounts.signup("ada", "correct horse battery");
