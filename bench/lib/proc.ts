@@ -231,6 +231,12 @@ export async function startSwitchboard(opts: {
     "--send-burst", "1000000",
     "--request-rate", "1000000",
     "--request-burst", "1000000",
+    // All load comes from 127.0.0.1 and signs in as one user: past 8 connections the
+    // login scenario would meet the sign-ins per address, past 10 the failure limiter's
+    // attempts in flight per username.
+    "--hash-per-address", "1000000",
+    "--signin-fails-per-user", "1000000",
+    "--signin-fails-per-address", "1000000",
     // Fan-out floods receivers on purpose; do not close them as slow consumers mid-run.
     "--send-buffer-bytes", String(64 * 1024 * 1024),
     "--log-level", "info",
