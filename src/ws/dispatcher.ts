@@ -221,14 +221,7 @@ export function createDispatcher(deps: {
      * whole burst into debt is closed with 1008, as for requests.
      */
     control(ws: Socket): void {
-      const conn = ws.data;
-      if (conn.closed) return;
-      budget.refill(conn, performance.now());
-      conn.requestTokens -= 1;
-      if (conn.requestTokens <= -budget.burst) {
-        log.info("request_flood", { conn: conn.id, address: conn.address, control: true });
-        outbound.close(ws, CloseCode.policyViolation, "too many requests");
-      }
+      if (!ws.data.closed) spendToken(ws, performance.now(), true);
     },
   };
 
@@ -243,19 +236,28 @@ export function createDispatcher(deps: {
    */
   function takeRequestToken(ws: Socket, now: number, text: string): boolean {
     const conn = ws.data;
-    budget.refill(conn, now);
-    conn.requestTokens -= 1;
-    if (conn.requestTokens >= 0) return true;
-    if (conn.requestTokens <= -budget.burst) {
-      log.info("request_flood", { conn: conn.id, address: conn.address });
-      outbound.close(ws, CloseCode.policyViolation, "too many requests");
-      return false;
-    }
+    if (spendToken(ws, now, false) >= 0) return true;
+    if (conn.closed) return false;
     // The next request passes once the bucket holds a whole token again.
     const retryAfterMs = budget.msUntil(conn, 1);
     const message = `at most ${budget.rate} requests (or KiB of replies) per second`;
     replyError(ws, peekRef(text), new ProtocolError("rate_limited", message, { retryAfterMs }), "rate_limited");
     return false;
+  }
+
+  /**
+   * Takes a token for a frame (a control frame too) and returns what is left; a
+   * connection that has gone a whole burst into debt is closed with 1008.
+   */
+  function spendToken(ws: Socket, now: number, control: boolean): number {
+    const conn = ws.data;
+    budget.refill(conn, now);
+    conn.requestTokens -= 1;
+    if (conn.requestTokens <= -budget.burst) {
+      log.info("request_flood", { conn: conn.id, address: conn.address, ...(control ? { control } : {}) });
+      outbound.close(ws, CloseCode.policyViolation, "too many requests");
+    }
+    return conn.requestTokens;
   }
 
   function handleFrame(ws: Socket, message: string | Buffer): void {
