@@ -94,7 +94,7 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
   /** Session id -> its last use, not written yet. */
   const touched = new Map<number, number>();
   let touchTimer: ReturnType<typeof setTimeout> | undefined;
-  const flushTouches = store.client.transaction(() => {
+  const writeTouches = store.client.transaction(() => {
     for (const [id, at] of touched) writeTouch.run(at, at + idleMs, id);
     touched.clear();
   });
@@ -220,7 +220,7 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
     flushTouches(): void {
       clearTimeout(touchTimer);
       touchTimer = undefined;
-      if (touched.size > 0) flushTouches();
+      if (touched.size > 0) writeTouches();
     },
 
     /** Revokes the session (or every live session of its user) and returns the revoked ids. */
