@@ -18,7 +18,7 @@ test("the embedded migrations are exactly the files in migrations/, in journal o
   for (const m of embeddedMigrations) expect(m.sql).toBe(readFileSync(join(root, "migrations", `${m.tag}.sql`), "utf8"));
 });
 
-test("a file database: folder created, WAL, foreign keys on, migrations applied once", () => {
+test("a file database: folder created, WAL, foreign keys on, temp store in memory, migrations applied once", () => {
   const dir = mkdtempSync(join(tmpdir(), "switchboard-db-"));
   try {
     const path = join(dir, "nested/folder/app.db");
@@ -26,6 +26,8 @@ test("a file database: folder created, WAL, foreign keys on, migrations applied 
     expect(store.client.query("PRAGMA journal_mode").get()).toEqual({ journal_mode: "wal" });
     expect(store.client.query("PRAGMA synchronous").get()).toEqual({ synchronous: 2 });
     expect(store.client.query("PRAGMA foreign_keys").get()).toEqual({ foreign_keys: 1 });
+    // Statement journals in memory, not spilled to /var/tmp under large group commits.
+    expect(store.client.query("PRAGMA temp_store").get()).toEqual({ temp_store: 2 });
     store.client.run("INSERT INTO users (username, password_hash, created_at) VALUES ('ada', 'x', 0)");
     store.close();
     const again = openStore(path);
