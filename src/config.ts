@@ -67,6 +67,16 @@ export const settings = {
     default: "0",
     help: "most WebSocket connections at once, past it 503 (0: 90% of the process's open-files limit, which Bun raises to the hard limit)",
   },
+  MAX_CONNECTIONS_PER_ADDRESS: {
+    schema: int(0),
+    default: "0",
+    help: "WebSocket connections one client address may hold at once, past it the upgrade is answered 429 (0: no cap; behind NAT many users share an address)",
+  },
+  MAX_CONNECTIONS_PER_USER: {
+    schema: int(0),
+    default: "0",
+    help: "connections one user may have signed in at once; a signup, login or auth past it is rate_limited (0: no cap)",
+  },
   MAX_ROOMS_PER_CONNECTION: { schema: int(1), default: "100", help: "rooms one connection may be in at once; a join past it is bad_request" },
   SESSION_IDLE_DAYS: { schema: num(0.0001), default: "30", help: "a session token expires after this long unused (at least 0.0001)" },
   HASH_CONCURRENCY: {

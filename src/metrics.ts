@@ -13,6 +13,8 @@ export class Metrics {
   connectionsClosed = 0;
   /** Upgrades refused at MAX_CONNECTIONS. */
   connectionsRefused = 0;
+  addressConnectionsRefused = 0;
+  userSigninsRefused = 0;
   httpRefused = 0;
   // Every known label value starts at 0, so that rate() and alerts see a series from the start.
   readonly requests = new Map<string, number>([...requestTypes, "invalid"].map((t) => [t, 0]));
@@ -54,6 +56,10 @@ export class Metrics {
     out.push(`switchboard_connections_opened_total ${this.connectionsOpened}`);
     family("switchboard_connections_refused_total", "counter", "WebSocket upgrades refused with 503 at MAX_CONNECTIONS.");
     out.push(`switchboard_connections_refused_total ${this.connectionsRefused}`);
+    family("switchboard_address_connections_refused_total", "counter", "WebSocket upgrades refused with 429: their client address held MAX_CONNECTIONS_PER_ADDRESS.");
+    out.push(`switchboard_address_connections_refused_total ${this.addressConnectionsRefused}`);
+    family("switchboard_user_signins_refused_total", "counter", "Sign-ins refused rate_limited: their user had MAX_CONNECTIONS_PER_USER connections signed in.");
+    out.push(`switchboard_user_signins_refused_total ${this.userSigninsRefused}`);
     family("switchboard_http_refused_total", "counter", "HTTP requests answered 429: their client address was past HTTP_BURST.");
     out.push(`switchboard_http_refused_total ${this.httpRefused}`);
     family("switchboard_connections_closed_total", "counter", "WebSocket connections closed, by close code.");

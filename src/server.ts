@@ -16,6 +16,7 @@ import { CloseCode, protocolJsonSchema } from "./protocol/index.ts";
 import { createConn, type Conn, type Socket } from "./ws/connection.ts";
 import { createDispatcher, type Handlers } from "./ws/dispatcher.ts";
 import { Outbound } from "./ws/outbound.ts";
+import { KeyedCap } from "./ws/connection-caps.ts";
 import { AddressLimiter, RequestBudget } from "./ws/request-budget.ts";
 import { SessionIndex } from "./ws/sessions.ts";
 
@@ -97,7 +98,15 @@ export function createServer(deps: ServerDeps) {
   const accounts = createAccountService({ store, hasher, clock, config });
   const queries = createRoomQueries(store.client);
   const rooms = createRoomService({ client: store.client, queries, clock, config, outbound, metrics, log, budget });
-  const account = createAccountHandlers({ accounts, sessions, outbound, onSignOut: (ws) => rooms.leaveAll(ws) });
+  const account = createAccountHandlers({
+    accounts,
+    sessions,
+    outbound,
+    metrics,
+    log,
+    maxPerUser: config.MAX_CONNECTIONS_PER_USER,
+    onSignOut: (ws) => rooms.leaveAll(ws),
+  });
   const handlers = { ...account.handlers, ...createRoomHandlers(rooms) } satisfies Handlers;
   const dispatcher = createDispatcher({
     handlers,
@@ -111,6 +120,7 @@ export function createServer(deps: ServerDeps) {
     "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
   );
   const httpLimiter = new AddressLimiter(config.HTTP_RATE, config.HTTP_BURST);
+  const perAddress = new KeyedCap<string>(config.MAX_CONNECTIONS_PER_ADDRESS);
   let protocolJson: string | undefined;
   let server: Server<Conn> | null = null;
   let checkpointer: Checkpointer | null = null;
@@ -158,6 +168,14 @@ export function createServer(deps: ServerDeps) {
       // the process's open-files limit would stop every new connection, HTTP included.
       metrics.connectionsRefused++;
       return Response.json({ error: "too many connections" }, { status: 503, headers: { "retry-after": "5", connection: "close" } });
+    }
+    if (perAddress.full(address)) {
+      // Counted from `open` to `close`: Bun opens an upgraded socket before the next request is read.
+      metrics.addressConnectionsRefused++;
+      return Response.json(
+        { error: "too many connections from this address" },
+        { status: 429, headers: { "retry-after": "5", connection: "close" } },
+      );
     }
     if (!originAllowed(req.headers.get("origin"), req.headers.get("host"), config.allowedOrigins)) {
       return json({ error: "origin not allowed" }, 403);
@@ -219,6 +237,7 @@ export function createServer(deps: ServerDeps) {
     perMessageDeflate: false,
     open(ws: Socket) {
       outbound.opened(ws);
+      perAddress.add(ws.data.address);
       metrics.connectionsOpened++;
       log.debug("connection_open", { conn: ws.data.id, address: ws.data.address });
     },
@@ -237,6 +256,7 @@ export function createServer(deps: ServerDeps) {
     close(ws: Socket, code: number, reason: string) {
       ws.data.closed = true;
       outbound.closed(ws);
+      perAddress.remove(ws.data.address);
       account.signOut(ws);
       const sent = closeCodeSent(code, reason);
       metrics.closed(sent);

@@ -459,3 +459,20 @@ test("a join made while the client is still signing in is a first join (rejoin: 
   expect(await again).toMatchObject({ room: "first", rejoin: true });
   expect(joined).toEqual([{ room: "first", rejoin: false }, { room: "first", rejoin: true }]);
 });
+
+test("a sign-in refused rate_limited at the server's MAX_CONNECTIONS_PER_USER: an error event, then retried with backoff until the user has room", async () => {
+  t = await startTestServer({ config: { MAX_CONNECTIONS_PER_USER: 1 } });
+  const { client: holder, token } = await t.signedIn(fast);
+  const b = createClient({ url: t.wsUrl, ...fast, token });
+  cleanups.push(() => b.close());
+  const refused = await b.next("error");
+  expect(refused).toMatchObject({ code: "rate_limited", retryAfterMs: 5000 });
+  // Not signed out: the token is good, only the server is full for this user.
+  await b.next("reconnecting");
+  expect(b.state).toBe("reconnecting");
+  const opened = b.next("open");
+  holder.close();
+  await opened;
+  await b.join({ room: "capped" });
+  expect(await b.send({ room: "capped", body: "in" })).toMatchObject({ seq: 1 });
+});

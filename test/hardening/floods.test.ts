@@ -257,6 +257,69 @@ test("MAX_CONNECTIONS: the last one that fits is upgraded, one more gets 503 bef
   expect(await third.request({ type: "ping" })).toMatchObject({ type: "ok" });
 });
 
+test("MAX_CONNECTIONS_PER_ADDRESS: of upgrades made together, exactly the cap open; one more gets 429 before the upgrade; other addresses and a close make room", async () => {
+  const { TrustedProxies } = await import("../../src/ws/client-address.ts");
+  t = await startApp({ config: { MAX_CONNECTIONS_PER_ADDRESS: 3, trustedProxies: TrustedProxies.parse("127.0.0.1, ::1, ::ffff:127.0.0.1") } });
+  const from = (address: string) => ({ "x-forwarded-for": address });
+  const tries = await Promise.allSettled(Array.from({ length: 5 }, () => t!.connect({ headers: from("203.0.113.7") })));
+  const opened = tries.flatMap((r) => (r.status === "fulfilled" ? [r.value] : []));
+  expect(opened.length).toBe(3);
+  expect(t.app.metrics.addressConnectionsRefused).toBe(2);
+  // What a client sees: 429 with Retry-After, before any upgrade.
+  await expect(RawWs.open(t.port, { headers: from("203.0.113.7") })).rejects.toThrow("handshake refused: HTTP/1.1 429");
+  // Another address, and plain HTTP from this one, are not held back.
+  const other = await t.connect({ headers: from("203.0.113.8") });
+  expect(await other.request({ type: "ping" })).toMatchObject({ type: "ok" });
+  const health = await fetch(`${t.url}/healthz`, { headers: from("203.0.113.7") });
+  expect(health.status).toBe(200);
+  expect(await (await fetch(`${t.url}/metrics`)).text()).toContain("switchboard_address_connections_refused_total 3");
+  // A close makes room for exactly one more.
+  await opened[0]!.close(1000);
+  for (let i = 0; i < 100 && t.app.metrics.connectionsClosed < 1; i++) await Bun.sleep(5);
+  const again = await t.connect({ headers: from("203.0.113.7") });
+  expect(await again.request({ type: "ping" })).toMatchObject({ type: "ok" });
+  await expect(t.connect({ headers: from("203.0.113.7") })).rejects.toThrow("cannot connect");
+});
+
+test("MAX_CONNECTIONS_PER_ADDRESS 0 (the default) caps nothing", async () => {
+  t = await startApp();
+  const sockets = await Promise.all(Array.from({ length: 40 }, () => t!.connect()));
+  for (const s of sockets) expect(await s.request({ type: "ping" })).toMatchObject({ type: "ok" });
+  expect(t.app.metrics.addressConnectionsRefused).toBe(0);
+});
+
+test("MAX_CONNECTIONS_PER_USER: sign-ins past the cap are rate_limited (a login's new session revoked); the same connection, other users and a close are not held back", async () => {
+  t = await startApp({ config: { MAX_CONNECTIONS_PER_USER: 2 } });
+  const a = await signedIn(t); // 1
+  const b = await t.connect();
+  expect(await b.request({ type: "auth", token: a.token })).toMatchObject({ type: "ok" }); // 2: the cap
+  // Signing in again on a connection already signed in as the user counts nothing.
+  expect(await b.request({ type: "auth", token: a.token })).toMatchObject({ type: "ok" });
+  const c = await t.connect();
+  const refused = await c.request({ type: "auth", token: a.token });
+  expect(refused).toMatchObject({ type: "error", code: "rate_limited", retryAfterMs: 5000 });
+  expect(refused.message).toBe("this user has 2 connections signed in, the most allowed: close one first");
+  expect(await c.request({ type: "join", room: "capped" })).toMatchObject({ type: "error", code: "unauthorized" });
+  const sessionsBefore = (t.store.client.query("SELECT count(*) AS n FROM sessions WHERE revoked_at IS NULL").get() as { n: number }).n;
+  expect(await c.request({ type: "login", username: a.name, password: "correct horse battery" })).toMatchObject({ type: "error", code: "rate_limited" });
+  // The login's session was made, then revoked: no usable token came of it.
+  const sessionsAfter = (t.store.client.query("SELECT count(*) AS n FROM sessions WHERE revoked_at IS NULL").get() as { n: number }).n;
+  expect(sessionsAfter).toBe(sessionsBefore);
+  expect(t.app.metrics.userSigninsRefused).toBe(2);
+  // A connection signed in as someone else stays so when refused as this user.
+  const d = await signedIn(t);
+  expect(await d.s.request({ type: "auth", token: a.token })).toMatchObject({ type: "error", code: "rate_limited" });
+  expect(await d.s.request({ type: "join", room: "capped" })).toMatchObject({ type: "ok", members: [d.name] });
+  // A close makes room for one.
+  await b.close(1000);
+  for (let i = 0; i < 100 && t.app.metrics.connectionsClosed < 1; i++) await Bun.sleep(5);
+  expect(await c.request({ type: "auth", token: a.token })).toMatchObject({ type: "ok" });
+  expect(await d.s.request({ type: "auth", token: a.token })).toMatchObject({ type: "error", code: "rate_limited" });
+  // So does logout (the connection stays open, signed out).
+  expect(await c.request({ type: "logout" })).toMatchObject({ type: "ok" });
+  expect(await d.s.request({ type: "login", username: a.name, password: "correct horse battery" })).toMatchObject({ type: "ok" });
+});
+
 /** Writes `n` pipelined `GET path` to one TCP connection; resolves with the status of each answer once the server closes it (or after 2 s). */
 async function pipelined(port: number, path: string, n: number): Promise<{ statuses: number[]; closed: boolean }> {
   let text = "";

@@ -1,4 +1,7 @@
+import type { Logger } from "../../log.ts";
+import type { Metrics } from "../../metrics.ts";
 import { CloseCode, ProtocolError, type User } from "../../protocol/index.ts";
+import { KeyedCap } from "../../ws/connection-caps.ts";
 import type { Socket } from "../../ws/connection.ts";
 import type { Handlers } from "../../ws/dispatcher.ts";
 import type { Outbound } from "../../ws/outbound.ts";
@@ -12,36 +15,62 @@ export function requireUser(ws: Socket): User {
   return user;
 }
 
+/** What a sign-in refused at MAX_CONNECTIONS_PER_USER is told to wait: no event says when a connection closes. */
+const USER_CAP_RETRY_MS = 5000;
+
 export function createAccountHandlers(deps: {
   accounts: AccountService;
   sessions: SessionIndex;
   outbound: Outbound;
+  metrics: Metrics;
+  log: Logger;
+  /** MAX_CONNECTIONS_PER_USER: connections one user may have signed in at once (0: no cap). */
+  maxPerUser: number;
   /** Called when a connection stops being signed in as its user (it leaves its rooms). */
   onSignOut(ws: Socket): void;
 }) {
-  const { accounts, sessions, outbound, onSignOut } = deps;
+  const { accounts, sessions, outbound, metrics, log, onSignOut } = deps;
+  /** Signed-in connections per user id. */
+  const perUser = new KeyedCap<number>(deps.maxPerUser);
 
   function signOut(ws: Socket): void {
     const conn = ws.data;
     if (conn.sessionId === null) return;
     onSignOut(ws);
     sessions.remove(conn.sessionId, ws);
+    perUser.remove(conn.user!.id);
     conn.user = null;
     conn.sessionId = null;
   }
 
-  function signIn(ws: Socket, s: SignedIn): void {
+  /**
+   * Signs `ws` in as `s.user`, or throws `rate_limited` when that user has
+   * MAX_CONNECTIONS_PER_USER connections signed in already; then `s`'s session, if new
+   * (signup, login), is revoked: its token was never given out. A refused sign-in
+   * changes nothing else: a connection signed in as another user stays so.
+   */
+  function signIn(ws: Socket, s: SignedIn, fresh: boolean): void {
     const conn = ws.data;
     if (conn.closed) {
       // The socket closed while the password was hashing: nobody holds this token.
-      accounts.logout(s.sessionId, s.user.id, false);
+      if (fresh) accounts.logout(s.sessionId, s.user.id, false);
       return;
     }
-    if (conn.user?.id === s.user.id && conn.sessionId !== null) {
+    const sameUser = conn.user?.id === s.user.id && conn.sessionId !== null;
+    if (!sameUser && perUser.full(s.user.id)) {
+      if (fresh) accounts.logout(s.sessionId, s.user.id, false);
+      metrics.userSigninsRefused++;
+      log.info("user_connection_cap", { conn: conn.id, user: s.user.id, max: perUser.max });
+      throw new ProtocolError("rate_limited", `this user has ${perUser.max} connections signed in, the most allowed: close one first`, {
+        retryAfterMs: USER_CAP_RETRY_MS,
+      });
+    }
+    if (sameUser) {
       // Same user, another session: keep the rooms, move the socket to the new session.
-      sessions.remove(conn.sessionId, ws);
+      sessions.remove(conn.sessionId!, ws);
     } else {
       signOut(ws);
+      perUser.add(s.user.id);
     }
     conn.user = s.user;
     conn.sessionId = s.sessionId;
@@ -51,17 +80,17 @@ export function createAccountHandlers(deps: {
   const handlers = {
     async signup({ ws }, req) {
       const s = await accounts.signup(req.username, req.password, { address: ws.data.address, stillWanted: () => !ws.data.closed });
-      signIn(ws, s);
+      signIn(ws, s, true);
       return { user: s.user, token: s.token };
     },
     async login({ ws }, req) {
       const s = await accounts.login(req.username, req.password, ws.data.address, () => !ws.data.closed);
-      signIn(ws, s);
+      signIn(ws, s, true);
       return { user: s.user, token: s.token };
     },
     auth({ ws }, req) {
       const s = accounts.auth(req.token);
-      signIn(ws, s);
+      signIn(ws, s, false);
       return { user: s.user };
     },
     logout({ ws }, req) {
