@@ -209,7 +209,8 @@ export function createDispatcher(deps: {
         handleFrame(ws, message);
       } catch (err) {
         // Last resort: a throw escaping a Bun websocket handler ends the whole process.
-        replyError(ws, undefined, err, "unknown");
+        // The frame is parsed again for its ref, so that the client can match the answer.
+        replyError(ws, typeof message === "string" ? peekRef(message) : undefined, err, "unknown");
       }
     },
 
