@@ -3,7 +3,7 @@ import { readFileSync } from "node:fs";
 import type { Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import { startCheckpointer, type Checkpointer } from "./db/checkpointer.ts";
-import type { Store } from "./db/open.ts";
+import { probeWrite, type Store } from "./db/open.ts";
 import { createAccountHandlers } from "./features/accounts/handlers.ts";
 import type { PasswordHasher } from "./features/accounts/password.ts";
 import { createAccountService } from "./features/accounts/service.ts";
@@ -199,11 +199,22 @@ export function createServer(deps: ServerDeps) {
           const probe = store.client.prepare("SELECT count(*) FROM sqlite_master");
           probe.get();
           probe.finalize();
-          return json({ status: "ok" });
         } catch (err) {
           log.error("health_check_failed", { err });
           return json({ status: "unavailable" }, 503);
         }
+        if (rooms.writesFailing) {
+          // Sends are failing: ok again only once the database takes a write. (Not on
+          // every check: with DB_SYNC=FULL each would be an fsync on the event loop.)
+          try {
+            probeWrite(store.client);
+            rooms.clearWritesFailing();
+          } catch (err) {
+            log.error("health_check_failed", { err, writes: true });
+            return json({ status: "unavailable", reason: "the database refuses writes" }, 503);
+          }
+        }
+        return json({ status: "ok" });
       case "/metrics":
         return new Response(
           metrics.render({

@@ -1,5 +1,5 @@
 import type { Database } from "bun:sqlite";
-import type { Logger } from "../log.ts";
+import { throttled, type Logger } from "../log.ts";
 import type { DbSync } from "./open.ts";
 
 /** SQLite's default `wal_autocheckpoint`, put back when the thread stops or fails. */
@@ -112,6 +112,8 @@ export function startCheckpointer(opts: {
 }): Checkpointer {
   const { client, path, sync, log } = opts;
   const stats: CheckpointStats = { checkpoints: 0, frames: 0, restarts: 0 };
+  // Tried every 200 ms: a read-only file or a full disk failed each one.
+  const logCheckpointFailed = throttled(log.warn, 10_000);
   let stopped = false;
   let onStopped: (() => void) | null = null;
   let onReady: () => void = () => {};
@@ -191,7 +193,7 @@ export function startCheckpointer(opts: {
         return;
       case "error":
         releaseGate();
-        if (!msg.fatal) return log.warn("checkpoint_failed", { err: msg.message });
+        if (!msg.fatal) return logCheckpointFailed("checkpoint_failed", { err: msg.message });
         log.error("checkpointer_failed", { err: msg.message, fallback: "the server's connection checkpoints" });
         return finish();
       case "stopped":

@@ -38,6 +38,17 @@ function applyPragmas(client: Database, sync: DbSync, file: boolean): void {
 }
 
 /**
+ * Writes the database header's `user_version` back unchanged: a real write, one page to
+ * the WAL. Throws SQLite's error when the database refuses writes: a file the process
+ * may read but not write opens without complaint (SQLite falls back to read-only) and
+ * answered every write SQLITE_READONLY; a full disk answers SQLITE_FULL.
+ */
+export function probeWrite(client: Database): void {
+  const version = client.query<{ user_version: number }, []>("PRAGMA user_version").get()?.user_version ?? 0;
+  client.run(`PRAGMA user_version = ${Math.trunc(version)}`);
+}
+
+/**
  * Opens (creating folder and file as needed) and migrates the database at `path`;
  * `:memory:` gives a private in-memory database.
  */
@@ -49,6 +60,9 @@ export function openStore(path: string, sync: DbSync = "NORMAL"): Store {
     applyPragmas(client, sync, file);
     const store = wrap(client, path, sync);
     store.migrated = migrate(store.db, client);
+    // Migrations already applied write nothing: a read-only file would start, and then
+    // fail every signup and send while /healthz said ok.
+    if (file) probeWrite(client);
     return store;
   } catch (e) {
     client.close();

@@ -31,6 +31,24 @@ describe("HTTP", () => {
     expect(down.status).toBe(503);
   });
 
+  test("/healthz is 503 while the database refuses writes (a read-only file, a full disk) and the sends fail; 200 again once it takes one", async () => {
+    t = await startApp();
+    const a = await signedIn(t);
+    await a.s.request({ type: "join", room: "w" });
+    // Writes refused, as by a read-only file: SQLITE_READONLY.
+    t.store.client.run("PRAGMA query_only = ON");
+    expect((await fetch(`${t.url}/healthz`)).status).toBe(200); // nothing has failed yet
+    expect(await a.s.request({ type: "send", room: "w", body: "lost" })).toMatchObject({ type: "error", code: "internal" });
+    const down = await fetch(`${t.url}/healthz`);
+    expect(down.status).toBe(503);
+    expect(await down.json()).toEqual({ status: "unavailable", reason: "the database refuses writes" });
+    expect((await fetch(`${t.url}/healthz`)).status).toBe(503); // still refused: asked again each time
+    t.store.client.run("PRAGMA query_only = OFF");
+    expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
+    // Nothing was burned: the next message is seq 1.
+    expect(await a.s.request({ type: "send", room: "w", body: "kept" })).toMatchObject({ type: "ok", seq: 1 });
+  });
+
   test("unknown paths are 404", async () => {
     t = await startApp();
     expect((await fetch(`${t.url}/nope`)).status).toBe(404);

@@ -1,8 +1,8 @@
 /** The binary's command line: help, version, a flag per setting, one-line errors, migrate. */
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
-import { join } from "node:path";
+import { chmodSync, existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { dirname, join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { settings } from "../../src/config.ts";
 import { binaryTmp, cleanup, emptyFolderWithBinary, ensureBinary, Instance, ROOT, runOnce } from "./binary.ts";
@@ -68,7 +68,7 @@ test("a port in use and an unopenable database are one-line errors naming the se
     busy.stop(true);
   }
   // An address the machine does not have (TEST-NET-1), or a name that cannot resolve (.invalid): the host's fault, not the port's.
-  for (const host of ["192.0.2.1", "name.invalid"]) {
+  for (const host of ["192.0.2.1", "name.invalid", "not_a_host"]) {
     const badHost = await runOnce(emptyFolderWithBinary(), ["--port", "0", "--host", host]);
     expect(badHost.code).toBe(1);
     expect(badHost.stderr).toMatch(new RegExp(`^switchboard: HOST: cannot listen on ${host.replaceAll(".", "\\.")}:0: [^\n]*\n$`));
@@ -85,6 +85,28 @@ test("a port in use and an unopenable database are one-line errors naming the se
   const noDb = await runOnce(emptyFolderWithBinary(), ["migrate", "--db-path", "/proc/no/such/dir/x.db"]);
   expect(noDb.code).toBe(1);
   expect(noDb.stderr).toMatch(/^switchboard: DB_PATH: cannot open \/proc\/no\/such\/dir\/x\.db: [^\n]*\n$/);
+});
+
+test("a database file the process may read but not write is a one-line error at start (it opened, then failed every write)", async () => {
+  const dir = emptyFolderWithBinary();
+  expect((await runOnce(dir, ["migrate"])).code).toBe(0);
+  const db = join(dir, "data/switchboard.db");
+  chmodSync(db, 0o444);
+  // Root may write whatever the mode says: as root, run it as nobody, in folders nobody may write.
+  const root = process.getuid?.() === 0;
+  if (root) for (const d of [dirname(dir), dir, join(dir, "data")]) chmodSync(d, 0o777);
+  const proc = Bun.spawn([...(root ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : []), "./switchboard", "migrate"], {
+    cwd: dir,
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
+    stdout: "pipe",
+    stderr: "pipe",
+  });
+  const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+  expect(code).toBe(1);
+  expect(stderr).toBe(`switchboard: DB_PATH: cannot open ./data/switchboard.db: attempt to write a readonly database\n`);
+  // The other side: writable again, it opens.
+  chmodSync(db, 0o644);
+  expect((await runOnce(dir, ["migrate"])).code).toBe(0);
 });
 
 test("without a writable TMPDIR, serve says so in one line; migrate needs no TMPDIR", async () => {

@@ -304,3 +304,20 @@ describe("/protocol.json", () => {
     expect(valid("legacy.signup", { username: "ada_l", password: "short" })).toBe(false);
   });
 });
+
+test("throttled: at most one entry per interval, the dropped ones counted in the next", async () => {
+  const { throttled } = await import("../../src/log.ts");
+  const got: Array<Record<string, unknown> | undefined> = [];
+  let now = 0;
+  const log = throttled((_event, fields) => got.push(fields), 1000, () => now);
+  log("e", { n: 1 });
+  now = 999;
+  log("e", { n: 2 });
+  log("e", { n: 3 });
+  expect(got).toEqual([{ n: 1 }]);
+  now = 1000;
+  log("e", { n: 4 });
+  now = 2500;
+  log("e", { n: 5 });
+  expect(got).toEqual([{ n: 1 }, { n: 4, suppressed: 2 }, { n: 5 }]);
+});

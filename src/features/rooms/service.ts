@@ -4,7 +4,7 @@ import type { Clock } from "../../clock.ts";
 import type { Config } from "../../config.ts";
 import type { WriteGate } from "../../db/checkpointer.ts";
 import { isoTime } from "../../iso-time.ts";
-import type { Logger } from "../../log.ts";
+import { throttled, type Logger } from "../../log.ts";
 import type { Metrics } from "../../metrics.ts";
 import { CloseCode, ProtocolError, type ResultOf, type StoredMessage } from "../../protocol/index.ts";
 import type { Socket } from "../../ws/connection.ts";
@@ -114,6 +114,10 @@ export function createRoomService(deps: {
    * million rooms one address's allowance of `/metrics` requests kept the core busy.
    */
   let storedRooms: number | null = null;
+  /** The latest group commit stored nothing because the database refused it (read-only, disk full...). */
+  let writesFailing = false;
+  /** A full disk fails every commit, and each one retries its sends one by one. */
+  const logCommitFailed = throttled(log.error, 1000);
   /** Catch-ups paused until their connection's request budget is out of debt. */
   const budgetWaits = new Map<Socket, ReturnType<typeof setTimeout>>();
 
@@ -205,7 +209,7 @@ export function createRoomService(deps: {
         room.latestSeq = seq;
         room.id = id;
       }
-      log.error("send_commit_failed", { err, size: batch.length });
+      logCommitFailed("send_commit_failed", { err, size: batch.length });
       return false;
     }
   }
@@ -232,6 +236,7 @@ export function createRoomService(deps: {
       // One bad row must not sink the others: each is retried on its own.
       for (const item of batch) if (batch.length === 1 || !commit([item])) failed.add(item);
     }
+    writesFailing = failed.size === batch.length;
     const touched = new Set<LiveRoom>();
     // Replies grouped by socket, in order, to be written corked: one write per socket.
     const replies = new Map<Socket, PendingSend[]>();
@@ -550,6 +555,18 @@ export function createRoomService(deps: {
     /** Rooms in the database. */
     get storedRooms(): number {
       return (storedRooms ??= queries.countRooms());
+    },
+
+    /**
+     * Whether the latest group commit failed whole: /healthz then checks that the
+     * database takes writes again (`clearWritesFailing` once it does).
+     */
+    get writesFailing(): boolean {
+      return writesFailing;
+    },
+
+    clearWritesFailing(): void {
+      writesFailing = false;
     },
 
     get liveRooms(): number {
