@@ -122,9 +122,10 @@ async function serve(config: Config): Promise<void> {
   try {
     server = app.listen();
   } catch (e) {
-    // An address this machine does not have, or a name it cannot resolve, is the host's fault.
+    // An address this machine does not have, or a name it cannot resolve (EINVAL, or
+    // ENOTFOUND from getaddrinfo), is the host's fault; a port in use or privileged, the port's.
     const code = (e as { code?: string }).code;
-    const setting = code === "EADDRNOTAVAIL" || code === "EINVAL" ? "HOST" : "PORT";
+    const setting = code === "EADDRNOTAVAIL" || code === "EINVAL" || code === "ENOTFOUND" ? "HOST" : "PORT";
     fail(`${setting}: cannot listen on ${config.HOST}:${config.PORT}: ${reason(e)}`);
   }
 
@@ -157,6 +158,8 @@ async function serve(config: Config): Promise<void> {
   };
   process.on("SIGTERM", () => void stop("SIGTERM"));
   process.on("SIGINT", () => void stop("SIGINT"));
+  // A closing terminal: stop as gracefully as for the others (the default ends the process at once, clients get 1006).
+  process.on("SIGHUP", () => void stop("SIGHUP"));
   // Only now: whoever waits for this line may signal at once.
   // An IPv6 host goes in brackets: http://[::]:8081.
   const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;

@@ -165,7 +165,7 @@ export class Instance {
     return line;
   }
 
-  signal(sig: "SIGTERM" | "SIGINT"): void {
+  signal(sig: "SIGTERM" | "SIGINT" | "SIGHUP"): void {
     this.proc.kill(sig);
   }
 

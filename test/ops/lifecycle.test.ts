@@ -118,6 +118,20 @@ test("SIGTERM: queued sends get their ok, clients get 1001, the WAL is truncated
   }
 });
 
+test("SIGHUP (a closing terminal) stops as gracefully as SIGTERM: clients get 1001, exit 0, the WAL truncated", async () => {
+  const dir = emptyFolderWithBinary();
+  const inst = await start(dir);
+  const s = await connect(inst);
+  await s.request({ type: "signup", username: "hanna", password: PASSWORD });
+  inst.signal("SIGHUP");
+  const [closed, code] = await Promise.all([s.closed, inst.exited]);
+  expect(closed.code).toBe(1001);
+  expect(code).toBe(0);
+  expect(inst.lines.find((l) => l.event === "shutting_down")).toMatchObject({ signal: "SIGHUP" });
+  expect(inst.lines.at(-1)?.event).toBe("stopped");
+  expect(walBytes(join(dir, "data/switchboard.db"))).toBe(0);
+});
+
 /** A reader in another connection holding a snapshot makes wal_checkpoint(TRUNCATE) wait. */
 async function slowShutdown(): Promise<{ inst: Instance; reader: Database; db: string }> {
   const dir = emptyFolderWithBinary();
