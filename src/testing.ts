@@ -22,6 +22,9 @@ import { createArgon2Hasher, type PasswordHasher } from "./features/accounts/pas
 import { silentLogger, type Logger } from "./log.ts";
 import { createServer, type Switchboard } from "./server.ts";
 
+/** The types of `startTestServer`'s options, to write fakes (a quick hasher, a test clock). */
+export type { Clock, Config, Logger, PasswordHasher, Store };
+
 /** The demo page's routes, for `startTestServer({ routes: pageRoutes() })`. */
 export { pageRoutes } from "./web/routes.ts";
 
@@ -150,6 +153,10 @@ async function start(options: TestServerOptions, clients: Set<SwitchboardClient>
     },
     async restart() {
       await app.shutdown();
+      // Resolved once every client has seen the close: a request made right after then
+      // waits for the new server (one written before the close frame came in was lost,
+      // and rejected `disconnected`).
+      await Promise.all([...clients].filter((c) => c.state === "open").map((c) => c.next("state", () => true, 2000).catch(() => {})));
       const fromFile = ownStore && options.dbPath !== undefined;
       if (fromFile) store.close();
       return start({ ...options, port }, clients, ownStore && !fromFile ? store : undefined);

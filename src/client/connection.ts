@@ -114,7 +114,9 @@ export class Connection {
 
   /** Resolves with a restored socket (waiting for one), or rejects when there will be none. */
   whenReady(type: RequestType, deadline: number): Promise<Socket> {
-    if (this.currentState === "open" && this.socket?.ready) return Promise.resolve(this.socket);
+    // A socket whose close frame came in but whose close event has not run yet is not
+    // used: the request waits for the next connection (it was rejected "not connected").
+    if (this.currentState === "open" && this.socket?.ready && this.socket.writable) return Promise.resolve(this.socket);
     if (this.currentState === "closed") return Promise.reject(new SwitchboardError("closed", "the client was closed", { request: type }));
     if (this.currentState === "signed-out") {
       if (!CONNECTS.has(type)) return Promise.reject(new SwitchboardError("signed_out", "sign in first", { request: type }));

@@ -22,6 +22,11 @@ export class Socket {
   heartbeat: ReturnType<typeof setInterval> | undefined;
   private readonly pending = new Map<number, Pending>();
 
+  /** Whether a request written now reaches the server: not after a close frame came in, or went out. */
+  get writable(): boolean {
+    return this.alive && this.ws.readyState === OPEN;
+  }
+
   constructor(
     readonly ws: WebSocketLike,
     /** Refs count up across the client's sockets. */
@@ -32,7 +37,7 @@ export class Socket {
   /** Writes one request and resolves with its validated result. */
   request<T extends RequestType>(type: T, params: object, timeoutMs: number = this.timeoutMs): Promise<ResultOf<T>> {
     return new Promise<ResultOf<T>>((resolve, reject) => {
-      if (!this.alive || this.ws.readyState !== OPEN) {
+      if (!this.writable) {
         reject(new SwitchboardError("disconnected", "not connected", { request: type }));
         return;
       }

@@ -58,3 +58,16 @@ test("restart() keeps an in-memory database and the port; clients reconnect", as
   expect(client.token).toBe(token);
   expect((await client.history({ room: "lobby" })).messages.map((m) => m.body)).toEqual(["before"]);
 });
+
+test("restart() resolves once its clients have seen the close: a request made at once waits for the new server, 20 times in 20", async () => {
+  let s = await startTestServer();
+  servers.push(s);
+  const { client } = await s.signedIn({ backoff: { minMs: 5, maxMs: 20 } });
+  await client.join({ room: "lobby" });
+  for (let i = 0; i < 20; i++) {
+    s = await s.restart();
+    servers[0] = s;
+    expect(client.state).not.toBe("open");
+    expect(await client.who({ room: "lobby" })).toEqual({ members: [client.user!.username] });
+  }
+});
