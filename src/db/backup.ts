@@ -1,5 +1,5 @@
 import { Database } from "bun:sqlite";
-import { existsSync, statSync } from "node:fs";
+import { closeSync, existsSync, openSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 
 /**
@@ -12,12 +12,20 @@ export function backup(source: string, target: string): number {
   if (!existsSync(source)) throw new Error(`no database at ${source}`);
   if (existsSync(target)) throw new Error(`${target} exists; choose a new file`);
   if (!existsSync(dirname(target))) throw new Error(`no folder ${dirname(target)} for ${target}; create it first`);
-  const db = new Database(source, { readonly: true });
+  // Empty and readable by its owner only: VACUUM INTO writes into an empty file, and
+  // would otherwise create it by the umask (0644 with the usual 022).
+  closeSync(openSync(target, "wx", 0o600));
   try {
-    db.run("PRAGMA busy_timeout = 5000");
-    db.prepare("VACUUM INTO ?").run(target);
-  } finally {
-    db.close();
+    const db = new Database(source, { readonly: true });
+    try {
+      db.run("PRAGMA busy_timeout = 5000");
+      db.prepare("VACUUM INTO ?").run(target);
+    } finally {
+      db.close();
+    }
+  } catch (e) {
+    rmSync(target, { force: true }); // ours (made with wx above): no empty file left behind
+    throw e;
   }
   return statSync(target).size;
 }

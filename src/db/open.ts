@@ -1,5 +1,5 @@
 import { Database } from "bun:sqlite";
-import { mkdirSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync } from "node:fs";
 import { dirname } from "node:path";
 import { drizzle, type BunSQLiteDatabase } from "drizzle-orm/bun-sqlite";
 import * as schema from "./schema.ts";
@@ -54,7 +54,7 @@ export function probeWrite(client: Database): void {
  */
 export function openStore(path: string, sync: DbSync = "NORMAL"): Store {
   const file = path !== ":memory:";
-  if (file) mkdirSync(dirname(path), { recursive: true });
+  if (file) createPrivately(path);
   const client = new Database(path, { create: true, strict: true });
   try {
     applyPragmas(client, sync, file);
@@ -68,6 +68,17 @@ export function openStore(path: string, sync: DbSync = "NORMAL"): Store {
     client.close();
     throw e;
   }
+}
+
+/**
+ * Creates the folders of `path` (0700) and the empty file (0600) when missing, so that a
+ * new database is readable by its owner only, whatever the umask (with the usual 022
+ * it was 0644, and it holds every message); SQLite gives its `-wal` and `-shm` files the
+ * database file's mode. What exists already is left as it is.
+ */
+export function createPrivately(path: string): void {
+  mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
+  if (!existsSync(path)) closeSync(openSync(path, "a", 0o600));
 }
 
 /** A serialized image of a freshly migrated database, for `openStoreFromImage`. */

@@ -1,9 +1,10 @@
 import { Database } from "bun:sqlite";
 import { expect, test } from "bun:test";
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { drizzle } from "drizzle-orm/bun-sqlite";
+import { backup } from "../../src/db/backup.ts";
 import { migrate } from "../../src/db/migrate.ts";
 import { embeddedMigrations } from "../../src/db/migrations.gen.ts";
 import { openStore } from "../../src/db/open.ts";
@@ -35,6 +36,34 @@ test("a file database: folder created, WAL, foreign keys on, temp store in memor
     expect(again.client.query("SELECT username FROM users").all()).toEqual([{ username: "ada" }]);
     again.close();
   } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
+});
+
+test("a new database is its owner's only: folders 0700, the file and its -wal and -shm 0600, whatever the umask; an existing one keeps its mode", () => {
+  const dir = mkdtempSync(join(tmpdir(), "switchboard-db-"));
+  const umask = process.umask(0o022);
+  try {
+    const path = join(dir, "made/here/app.db");
+    const store = openStore(path);
+    store.client.run("INSERT INTO users (username, password_hash, created_at) VALUES ('ada', 'x', 0)");
+    const mode = (p: string) => statSync(p).mode & 0o777;
+    expect([mode(join(dir, "made")), mode(join(dir, "made/here"))]).toEqual([0o700, 0o700]);
+    expect([mode(path), mode(`${path}-wal`), mode(`${path}-shm`)]).toEqual([0o600, 0o600, 0o600]);
+    const copy = join(dir, "copy.db");
+    backup(path, copy);
+    expect(mode(copy)).toBe(0o600);
+    store.close();
+    // The operator's choice stands: an existing file is not changed.
+    chmodSync(path, 0o640);
+    openStore(path).close();
+    expect(mode(path)).toBe(0o640);
+    // A backup that fails leaves no file behind.
+    writeFileSync(join(dir, "not-a-db"), "hello");
+    expect(() => backup(join(dir, "not-a-db"), join(dir, "copy2.db"))).toThrow();
+    expect(existsSync(join(dir, "copy2.db"))).toBe(false);
+  } finally {
+    process.umask(umask);
     rmSync(dir, { recursive: true, force: true });
   }
 });
