@@ -4,6 +4,7 @@ import type { Clock } from "./clock.ts";
 import type { Config } from "./config.ts";
 import { startCheckpointer, type Checkpointer } from "./db/checkpointer.ts";
 import { probeWrite, type Store } from "./db/open.ts";
+import { WriteHealth } from "./db/write-health.ts";
 import { createAccountHandlers } from "./features/accounts/handlers.ts";
 import type { PasswordHasher } from "./features/accounts/password.ts";
 import { createAccountService } from "./features/accounts/service.ts";
@@ -97,7 +98,8 @@ export function createServer(deps: ServerDeps) {
   const budget = new RequestBudget(Math.max(config.REQUEST_RATE, 2 * config.SEND_RATE), Math.max(config.REQUEST_BURST, 2 * config.SEND_BURST));
   const accounts = createAccountService({ store, hasher, clock, config });
   const queries = createRoomQueries(store.client);
-  const rooms = createRoomService({ client: store.client, queries, clock, config, outbound, metrics, log, budget });
+  const writeHealth = new WriteHealth();
+  const rooms = createRoomService({ client: store.client, queries, clock, config, outbound, metrics, log, budget, writeHealth });
   const account = createAccountHandlers({
     accounts,
     sessions,
@@ -115,6 +117,7 @@ export function createServer(deps: ServerDeps) {
     log,
     invalidFrameLimit: config.INVALID_FRAME_LIMIT,
     budget,
+    writeHealth,
   });
   const sizeQuery = store.client.prepare<{ bytes: number }, []>(
     "SELECT page_count * page_size AS bytes FROM pragma_page_count(), pragma_page_size()",
@@ -203,12 +206,12 @@ export function createServer(deps: ServerDeps) {
           log.error("health_check_failed", { err });
           return json({ status: "unavailable" }, 503);
         }
-        if (rooms.writesFailing) {
-          // Sends are failing: ok again only once the database takes a write. (Not on
+        if (writeHealth.failing) {
+          // Writes were refused: ok again only once the database takes one. (Not on
           // every check: with DB_SYNC=FULL each would be an fsync on the event loop.)
           try {
             probeWrite(store.client);
-            rooms.clearWritesFailing();
+            writeHealth.ok();
           } catch (err) {
             log.error("health_check_failed", { err, writes: true });
             return json({ status: "unavailable", reason: "the database refuses writes" }, 503);

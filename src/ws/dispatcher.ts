@@ -1,3 +1,4 @@
+import type { WriteHealth } from "../db/write-health.ts";
 import type { Logger } from "../log.ts";
 import type { Metrics } from "../metrics.ts";
 import {
@@ -119,8 +120,10 @@ export function createDispatcher(deps: {
   invalidFrameLimit: number;
   /** Requests per connection: every frame takes a token, every reply one more per KiB. */
   budget: RequestBudget;
+  /** Told of unexpected errors: a signup on a full disk shows in /healthz. */
+  writeHealth: WriteHealth;
 }) {
-  const { handlers, outbound, metrics, log, invalidFrameLimit, budget } = deps;
+  const { handlers, outbound, metrics, log, invalidFrameLimit, budget, writeHealth } = deps;
   /** Connections whose sign-in is being answered (their later requests wait). */
   let busyConns = 0;
   let idleWaiters: Array<() => void> = [];
@@ -137,6 +140,7 @@ export function createDispatcher(deps: {
       error = err;
     } else {
       log.error("request_failed", { type, conn: ws.data.id, err });
+      writeHealth.failed(err);
       error = new ProtocolError("internal", "internal error");
     }
     if (ws.data.closed) return; // nobody to answer, and no reply to count

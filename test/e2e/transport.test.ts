@@ -1,6 +1,6 @@
 import { afterEach, describe, expect, test } from "bun:test";
 import { createArgon2Hasher } from "../../src/features/accounts/password.ts";
-import { freshStore, manualArgon2, signedIn, startApp, type TestApp } from "../helpers.ts";
+import { freshStore, manualArgon2, signedIn, startApp, uname, type TestApp } from "../helpers.ts";
 
 let t: TestApp;
 afterEach(() => t?.stop());
@@ -47,6 +47,22 @@ describe("HTTP", () => {
     expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
     // Nothing was burned: the next message is seq 1.
     expect(await a.s.request({ type: "send", room: "w", body: "kept" })).toMatchObject({ type: "ok", seq: 1 });
+    // A signup refused the same way counts too (its session INSERT fails).
+    t.store.client.run("PRAGMA query_only = ON");
+    const s = await t.connect();
+    expect(await s.request({ type: "signup", username: uname(), password: "correct horse battery" })).toMatchObject({ code: "internal" });
+    expect((await fetch(`${t.url}/healthz`)).status).toBe(503);
+    t.store.client.run("PRAGMA query_only = OFF");
+    expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
+  });
+
+  test("a write refused by a rule (a constraint, a trigger) is not the database refusing writes: /healthz stays 200", async () => {
+    t = await startApp();
+    const a = await signedIn(t);
+    await a.s.request({ type: "join", room: "w" });
+    t.store.client.run("CREATE TRIGGER refuse_all BEFORE INSERT ON messages BEGIN SELECT RAISE(ABORT, 'refused by test trigger'); END");
+    expect(await a.s.request({ type: "send", room: "w", body: "x" })).toMatchObject({ type: "error", code: "internal" });
+    expect((await fetch(`${t.url}/healthz`)).status).toBe(200);
   });
 
   test("unknown paths are 404", async () => {

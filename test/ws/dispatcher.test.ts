@@ -1,4 +1,5 @@
 import { expect, test } from "bun:test";
+import { WriteHealth } from "../../src/db/write-health.ts";
 import { createLogger } from "../../src/log.ts";
 import { Metrics } from "../../src/metrics.ts";
 import { createConn, type Socket } from "../../src/ws/connection.ts";
@@ -38,6 +39,7 @@ test("the last-resort boundary: a throw outside the handler's own try is answere
     log: createLogger("error", (line) => logged.push(line)),
     invalidFrameLimit: 10,
     budget: new RequestBudget(100, 100),
+    writeHealth: new WriteHealth(),
   });
   const { ws, sent } = fakeSocket();
   outbound.opened(ws);

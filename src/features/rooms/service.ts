@@ -3,6 +3,7 @@ import type { Database } from "bun:sqlite";
 import type { Clock } from "../../clock.ts";
 import type { Config } from "../../config.ts";
 import type { WriteGate } from "../../db/checkpointer.ts";
+import type { WriteHealth } from "../../db/write-health.ts";
 import { isoTime } from "../../iso-time.ts";
 import { throttled, type Logger } from "../../log.ts";
 import type { Metrics } from "../../metrics.ts";
@@ -90,8 +91,10 @@ export function createRoomService(deps: {
   log: Logger;
   /** Replayed messages are paid for from the connection's request budget. */
   budget: RequestBudget;
+  /** Told of each commit: a full disk or a read-only file shows in /healthz. */
+  writeHealth: WriteHealth;
 }) {
-  const { client, queries, clock, config, outbound, metrics, log, budget } = deps;
+  const { client, queries, clock, config, outbound, metrics, log, budget, writeHealth } = deps;
   const live = new Map<string, LiveRoom>();
   /** Ids of rooms known to exist (rooms are never deleted), for history without a SELECT. */
   const roomIds = new Map<string, number>();
@@ -114,8 +117,6 @@ export function createRoomService(deps: {
    * million rooms one address's allowance of `/metrics` requests kept the core busy.
    */
   let storedRooms: number | null = null;
-  /** The latest group commit stored nothing because the database refused it (read-only, disk full...). */
-  let writesFailing = false;
   /** A full disk fails every commit, and each one retries its sends one by one. */
   const logCommitFailed = throttled(log.error, 1000);
   /** Catch-ups paused until their connection's request budget is out of debt. */
@@ -202,6 +203,7 @@ export function createRoomService(deps: {
     try {
       // Counted when it stored something: a batch of repeated nonces only read.
       if (writeBatchTx(batch) > 0) metrics.commits++;
+      writeHealth.ok();
       if (storedRooms !== null) for (const [room, { id }] of saved) if (id === null && room.id !== null) storedRooms++;
       return true;
     } catch (err) {
@@ -209,6 +211,7 @@ export function createRoomService(deps: {
         room.latestSeq = seq;
         room.id = id;
       }
+      writeHealth.failed(err);
       logCommitFailed("send_commit_failed", { err, size: batch.length });
       return false;
     }
@@ -236,7 +239,6 @@ export function createRoomService(deps: {
       // One bad row must not sink the others: each is retried on its own.
       for (const item of batch) if (batch.length === 1 || !commit([item])) failed.add(item);
     }
-    writesFailing = failed.size === batch.length;
     const touched = new Set<LiveRoom>();
     // Replies grouped by socket, in order, to be written corked: one write per socket.
     const replies = new Map<Socket, PendingSend[]>();
@@ -555,18 +557,6 @@ export function createRoomService(deps: {
     /** Rooms in the database. */
     get storedRooms(): number {
       return (storedRooms ??= queries.countRooms());
-    },
-
-    /**
-     * Whether the latest group commit failed whole: /healthz then checks that the
-     * database takes writes again (`clearWritesFailing` once it does).
-     */
-    get writesFailing(): boolean {
-      return writesFailing;
-    },
-
-    clearWritesFailing(): void {
-      writesFailing = false;
     },
 
     get liveRooms(): number {
