@@ -54,7 +54,7 @@ function lockOrFail(config: Config): void {
   try {
     instanceLock = lockDatabase(config.DB_PATH);
   } catch (e) {
-    fail(`DB_PATH: cannot open ${config.DB_PATH}: ${reason(e)}`);
+    cannotOpen(config, e);
   }
   if (!instanceLock) {
     fail(`DB_PATH: ${config.DB_PATH} is in use by another switchboard (serve or migrate; it holds ${realDatabasePath(config.DB_PATH)}.lock): stop it first`);
@@ -68,8 +68,16 @@ function openOrFail(config: Config): Store {
     // Not a database (or not one of ours): leave no `.lock` beside whatever it is.
     instanceLock?.discard();
     instanceLock = null;
-    fail(`DB_PATH: cannot open ${config.DB_PATH}: ${reason(e)}`);
+    cannotOpen(config, e);
   }
+}
+
+function cannotOpen(config: Config, e: unknown): never {
+  // A failed start as another user can leave a -shm with the file's mode behind, which
+  // refuses writes after the file itself is fixed: say where to look.
+  const readOnly = String((e as { code?: unknown }).code).startsWith("SQLITE_READONLY");
+  const hint = readOnly ? " (this user must be able to write the file, its folder, and any -wal and -shm beside it)" : "";
+  fail(`DB_PATH: cannot open ${config.DB_PATH}: ${reason(e)}${hint}`);
 }
 
 /**

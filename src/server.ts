@@ -11,7 +11,7 @@ import { createAccountService } from "./features/accounts/service.ts";
 import { createRoomHandlers } from "./features/rooms/handlers.ts";
 import { createRoomQueries } from "./features/rooms/queries.ts";
 import { createRoomService } from "./features/rooms/service.ts";
-import type { Logger } from "./log.ts";
+import { throttled, type Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { CloseCode, protocolJsonSchema } from "./protocol/index.ts";
 import { createConn, type Conn, type Socket } from "./ws/connection.ts";
@@ -99,6 +99,8 @@ export function createServer(deps: ServerDeps) {
   const accounts = createAccountService({ store, hasher, clock, config });
   const queries = createRoomQueries(store.client);
   const writeHealth = new WriteHealth();
+  /** Every poll of /healthz while the disk is full would log it again. */
+  const logWritesRefused = throttled(log.error, 10_000);
   const rooms = createRoomService({ client: store.client, queries, clock, config, outbound, metrics, log, budget, writeHealth });
   const account = createAccountHandlers({
     accounts,
@@ -213,7 +215,7 @@ export function createServer(deps: ServerDeps) {
             probeWrite(store.client);
             writeHealth.ok();
           } catch (err) {
-            log.error("health_check_failed", { err, writes: true });
+            logWritesRefused("health_check_failed", { err, writes: true });
             return json({ status: "unavailable", reason: "the database refuses writes" }, 503);
           }
         }

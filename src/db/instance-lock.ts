@@ -1,5 +1,5 @@
 import { Database } from "bun:sqlite";
-import { existsSync, mkdirSync, readlinkSync, realpathSync, rmSync } from "node:fs";
+import { closeSync, existsSync, mkdirSync, openSync, readlinkSync, realpathSync, rmSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
 
 export interface InstanceLock {
@@ -42,9 +42,11 @@ export function realDatabasePath(path: string): string {
  * process ends, even on `kill -9`. Returns null when another process holds it.
  */
 export function lockDatabase(dbPath: string): InstanceLock | null {
-  mkdirSync(dirname(dbPath), { recursive: true });
+  // Before the database: its folders are made here first, private (see createPrivately).
+  mkdirSync(dirname(dbPath), { recursive: true, mode: 0o700 });
   const path = `${realDatabasePath(dbPath)}.lock`;
   const made = !existsSync(path);
+  if (made) closeSync(openSync(path, "a", 0o600)); // private, as the database (not by the umask)
   const lock = new Database(path, { create: true, strict: true });
   try {
     lock.run("PRAGMA busy_timeout = 0");

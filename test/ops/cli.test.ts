@@ -1,7 +1,7 @@
 /** The binary's command line: help, version, a flag per setting, one-line errors, migrate. */
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readdirSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { settings } from "../../src/config.ts";
@@ -94,7 +94,7 @@ test("a database file the process may read but not write is a one-line error at 
   chmodSync(db, 0o444);
   // Root may write whatever the mode says: as root, run it as nobody, in folders nobody may write.
   const root = process.getuid?.() === 0;
-  if (root) for (const d of [dirname(dir), dir, join(dir, "data")]) chmodSync(d, 0o777);
+  if (root) for (const d of [dirname(dir), dir, join(dir, "data"), `${db}.lock`]) chmodSync(d, 0o777);
   const proc = Bun.spawn([...(root ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : []), "./switchboard", "migrate"], {
     cwd: dir,
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
@@ -103,10 +103,23 @@ test("a database file the process may read but not write is a one-line error at 
   });
   const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
   expect(code).toBe(1);
-  expect(stderr).toBe(`switchboard: DB_PATH: cannot open ./data/switchboard.db: attempt to write a readonly database\n`);
+  expect(stderr).toBe(
+    "switchboard: DB_PATH: cannot open ./data/switchboard.db: attempt to write a readonly database (this user must be able to write the file, its folder, and any -wal and -shm beside it)\n",
+  );
   // The other side: writable again, it opens.
   chmodSync(db, 0o644);
   expect((await runOnce(dir, ["migrate"])).code).toBe(0);
+});
+
+test("what the binary creates is its owner's only under umask 022: folders 0700, database, -wal, -shm, .lock and backups 0600", async () => {
+  const dir = emptyFolderWithBinary();
+  const sh = (cmd: string) => Bun.spawn(["sh", "-c", `umask 022 && ${cmd}`], { cwd: dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin" } }).exited;
+  expect(await sh("./switchboard migrate --db-path ./a/b/chat.db")).toBe(0);
+  const mode = (p: string) => statSync(join(dir, p)).mode & 0o777;
+  expect([mode("a"), mode("a/b")]).toEqual([0o700, 0o700]);
+  expect([mode("a/b/chat.db"), mode("a/b/chat.db.lock")]).toEqual([0o600, 0o600]);
+  expect(await sh("./switchboard backup ./copy.db --db-path ./a/b/chat.db")).toBe(0);
+  expect(mode("copy.db")).toBe(0o600);
 });
 
 test("without a writable TMPDIR, serve says so in one line; migrate needs no TMPDIR", async () => {

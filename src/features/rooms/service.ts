@@ -263,7 +263,8 @@ export function createRoomService(deps: {
     for (const [ws, items] of replies) {
       const answer = () => {
         for (const item of items) {
-          if (failed.has(item)) item.reply.fail(new Error("message could not be stored"));
+          // Logged once as send_commit_failed (throttled): not again per send as request_failed.
+          if (failed.has(item)) item.reply.fail(new ProtocolError("internal", "internal error"));
           else item.reply.ok({ seq: item.seq, at: item.atIso });
         }
       };
