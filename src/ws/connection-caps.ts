@@ -1,6 +1,6 @@
 /**
  * Counts open things per key against a cap: WebSocket connections per client address,
- * signed-in connections per user. A cap of 0 is no cap, and then nothing is counted (no
+ * signed-in connections per user, sign-ins being hashed per client address. A cap of 0 is no cap, and then nothing is counted (no
  * map entry per connection: 10,000 idle connections must stay cheap).
  *
  * Without a cap, every per-connection limit multiplies with connections: one address

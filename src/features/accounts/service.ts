@@ -4,6 +4,7 @@ import type { Config } from "../../config.ts";
 import type { Store } from "../../db/open.ts";
 import { sessions, users, type UserRow } from "../../db/schema.ts";
 import { ProtocolError, type User } from "../../protocol/index.ts";
+import { KeyedCap } from "../../ws/connection-caps.ts";
 import { FailureLimiter } from "./failure-limiter.ts";
 import type { PasswordHasher, StillWanted } from "./password.ts";
 import { hashToken, newToken } from "./tokens.ts";
@@ -46,8 +47,8 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
   const byUser = new FailureLimiter(config.SIGNIN_FAILS_PER_USER, config.SIGNIN_USER_WINDOW_MS, clock);
   const byAddress = new FailureLimiter(config.SIGNIN_FAILS_PER_ADDRESS, config.SIGNIN_ADDRESS_WINDOW_MS, clock);
   let dummyHash: Promise<string> | undefined;
-  /** Client address -> its sign-ins being hashed or waiting for the hasher. */
-  const hashing = new Map<string, number>();
+  /** Sign-ins being hashed or waiting for the hasher, per client address. */
+  const hashing = new KeyedCap<string>(config.HASH_PER_ADDRESS);
 
   /**
    * Runs `work` (a sign-in's hash) counted against `address`: past HASH_PER_ADDRESS at
@@ -57,17 +58,14 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
    */
   async function hashFor<T>(address: string | undefined, work: () => Promise<T>): Promise<T> {
     if (address === undefined) return work(); // not from a client (tests, embedding)
-    const n = hashing.get(address) ?? 0;
-    if (n >= config.HASH_PER_ADDRESS) {
+    if (hashing.full(address)) {
       throw new ProtocolError("rate_limited", "too many sign-ins at once from this address", { retryAfterMs: 1000 });
     }
-    hashing.set(address, n + 1);
+    hashing.add(address);
     try {
       return await work();
     } finally {
-      const left = hashing.get(address)! - 1;
-      if (left > 0) hashing.set(address, left);
-      else hashing.delete(address);
+      hashing.remove(address);
     }
   }
 
