@@ -70,6 +70,9 @@ export class RequestBudget {
   }
 }
 
+/** A refused address is logged at most this often. */
+const LOG_EVERY_MS = 10_000;
+
 /**
  * HTTP requests per client address: `rate` a second, bursts of `burst`. A WebSocket
  * upgrade that succeeds takes nothing (its socket has the request budget, and
@@ -81,9 +84,6 @@ export class RequestBudget {
  * `maxAddresses` they are dropped at once, and if all are busy, all are forgotten (a
  * flood from that many addresses is not one this can stop).
  */
-/** A refused address is logged at most this often. */
-const LOG_EVERY_MS = 10_000;
-
 export class AddressLimiter {
   private readonly buckets = new Map<string, { tokens: number; at: number; refused: number; loggedAt: number }>();
 
