@@ -2,7 +2,7 @@ import { CloseCode, type MessageEvent, type PresenceEvent, type RequestType, typ
 import { backoffDelay, checkBackoff, defaultBackoff, type Backoff } from "./backoff.ts";
 import type { Emitter } from "./emitter.ts";
 import { SwitchboardError } from "./errors.ts";
-import { Socket } from "./socket.ts";
+import { DEFAULT_MAX_IN_FLIGHT, Socket } from "./socket.ts";
 import { after, checkTimeout } from "./timeouts.ts";
 import type { ClientEvents, ClientOptions, ConnectionState, WebSocketConstructor, WebSocketLike } from "./types.ts";
 
@@ -48,6 +48,7 @@ export class Connection {
   private readonly WS: WebSocketConstructor;
   private readonly backoff: Backoff;
   private readonly heartbeatMs: number;
+  private readonly maxInFlight: number;
   private readonly random: () => number;
 
   private currentState: ConnectionState = "closed";
@@ -70,6 +71,10 @@ export class Connection {
     this.heartbeatMs = options.heartbeatMs ?? 25_000;
     if (!(this.heartbeatMs >= 0) || this.heartbeatMs === Infinity) {
       throw new RangeError(`createClient: heartbeatMs: expected milliseconds (0 turns it off), got ${this.heartbeatMs}`);
+    }
+    this.maxInFlight = options.maxInFlight ?? DEFAULT_MAX_IN_FLIGHT;
+    if (!Number.isSafeInteger(this.maxInFlight) || this.maxInFlight < 1) {
+      throw new RangeError(`createClient: maxInFlight: expected an integer, 1 or more, got ${this.maxInFlight}`);
     }
     this.random = options.random ?? Math.random;
   }
@@ -184,7 +189,7 @@ export class Connection {
       this.stop(1006, "cannot open the WebSocket", new SwitchboardError("closed", `cannot open ${this.options.url}`, { cause }));
       return;
     }
-    const socket = new Socket(ws, () => ++this.refs, this.timeoutMs);
+    const socket = new Socket(ws, () => ++this.refs, this.timeoutMs, this.maxInFlight);
     this.socket = socket;
     ws.onopen = () => {
       if (socket === this.socket) void this.restore(socket);

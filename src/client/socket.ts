@@ -9,11 +9,31 @@ interface Pending {
   resolve(result: unknown): void;
   reject(error: SwitchboardError): void;
   timer: ReturnType<typeof setTimeout> | undefined;
+  /** The frame, until it is written (null after). */
+  frame: string | null;
 }
 
 const OPEN = 1;
+/** Requests in flight on one socket by default (`maxInFlight`). */
+export const DEFAULT_MAX_IN_FLIGHT = 32;
+/**
+ * Requests with limits of their own, whose `rate_limited` says nothing of the others:
+ * sign-ins (failed sign-ins, hashing, connections per user; `retryAfterMs` can be
+ * minutes) and sends (`SEND_RATE`; the outbox waits them out, one send at a time).
+ * Any other request is refused only by the request budget, which every request shares.
+ */
+const OWN_LIMITS: ReadonlySet<RequestType> = new Set(["signup", "login", "auth", "send"]);
 
-/** One WebSocket of a client and the requests in flight on it, by ref. */
+/**
+ * One WebSocket of a client and the requests on it, by ref. Requests are paced, so that
+ * a burst of calls cannot spend the server's per-connection request budget a whole
+ * burst into debt (the server closes such a connection with 1008, and the client stays
+ * closed): at most `window` are written and unanswered at a time, the rest wait their
+ * turn in call order; a `rate_limited` answer stops all writing until its
+ * `retryAfterMs` has passed and halves the window for the rest of the socket's life
+ * (except for requests with limits of their own: sign-ins and sends).
+ * Frames refused while the client could not know yet cost debt too, at most a window's.
+ */
 export class Socket {
   alive = true;
   /** Restored: signed in again and rooms re-joined. */
@@ -21,6 +41,14 @@ export class Socket {
   signedIn = false;
   heartbeat: ReturnType<typeof setInterval> | undefined;
   private readonly pending = new Map<number, Pending>();
+  /** Refs of requests not written yet, oldest first. */
+  private queued: number[] = [];
+  /** Written and neither answered nor timed out. */
+  private inFlight = 0;
+  private window: number;
+  /** No request is written before this time (`Date.now()`), after a `rate_limited`. */
+  private pausedUntil = 0;
+  private pauseTimer: ReturnType<typeof setTimeout> | undefined;
 
   /** Whether a request written now reaches the server: not after a close frame came in, or went out. */
   get writable(): boolean {
@@ -32,9 +60,12 @@ export class Socket {
     /** Refs count up across the client's sockets. */
     private readonly nextRef: () => number,
     private readonly timeoutMs: number,
-  ) {}
+    maxInFlight: number = DEFAULT_MAX_IN_FLIGHT,
+  ) {
+    this.window = maxInFlight;
+  }
 
-  /** Writes one request and resolves with its validated result. */
+  /** Writes one request (in its turn) and resolves with its validated result; `timeoutMs` counts from now. */
   request<T extends RequestType>(type: T, params: object, timeoutMs: number = this.timeoutMs): Promise<ResultOf<T>> {
     return new Promise<ResultOf<T>>((resolve, reject) => {
       if (!this.writable) {
@@ -42,20 +73,65 @@ export class Socket {
         return;
       }
       const ref = this.nextRef();
-      const pending: Pending = { type, resolve: resolve as (r: unknown) => void, reject, timer: undefined };
+      const frame = JSON.stringify({ type, ref, ...params });
+      const pending: Pending = { type, resolve: resolve as (r: unknown) => void, reject, timer: undefined, frame };
       pending.timer = after(timeoutMs, () => {
-        this.pending.delete(ref);
+        this.forget(ref, pending);
         reject(new SwitchboardError("timeout", `no reply to ${type} within ${Math.round(timeoutMs)} ms`, { request: type }));
       });
       this.pending.set(ref, pending);
-      try {
-        this.ws.send(JSON.stringify({ type, ref, ...params }));
-      } catch (cause) {
-        this.pending.delete(ref);
-        clearTimeout(pending.timer);
-        reject(new SwitchboardError("disconnected", "the connection refused the frame", { request: type, cause }));
-      }
+      this.queued.push(ref);
+      this.writeQueued();
     });
+  }
+
+  /** Writes waiting requests while the window has room and no `rate_limited` pause runs. */
+  private writeQueued(): void {
+    while (this.queued.length > 0 && this.inFlight < this.window && this.alive) {
+      const wait = this.pausedUntil - Date.now();
+      if (wait > 0) {
+        this.pauseTimer ??= setTimeout(() => {
+          this.pauseTimer = undefined;
+          this.writeQueued();
+        }, wait);
+        return;
+      }
+      const ref = this.queued.shift()!;
+      const pending = this.pending.get(ref);
+      if (!pending?.frame) continue;
+      try {
+        this.ws.send(pending.frame);
+        pending.frame = null;
+        this.inFlight++;
+      } catch (cause) {
+        this.forget(ref, pending);
+        pending.reject(new SwitchboardError("disconnected", "the connection refused the frame", { request: pending.type, cause }));
+      }
+    }
+  }
+
+  /** A request no longer waits for its reply (answered, timed out, refused by the WebSocket). */
+  private forget(ref: number, pending: Pending): void {
+    this.pending.delete(ref);
+    clearTimeout(pending.timer);
+    if (pending.frame === null) {
+      this.inFlight--;
+    } else {
+      const i = this.queued.indexOf(ref);
+      if (i >= 0) this.queued.splice(i, 1);
+    }
+    // Answered or given up on: the next one may go (from a later turn, not inside the caller's).
+    if (this.queued.length > 0) queueMicrotask(() => this.writeQueued());
+  }
+
+  /** A `rate_limited` answer: nothing is written until `retryAfterMs` has passed; the first of a pause halves the window. */
+  private refused(type: RequestType, retryAfterMs: number | undefined): void {
+    if (OWN_LIMITS.has(type)) return;
+    const now = Date.now();
+    if (now >= this.pausedUntil) this.window = Math.max(1, Math.floor(this.window / 2));
+    // One ms more: `Date.now()` counts whole ms, and the hint is when the server's bucket
+    // is back to exactly one token (a ping written on the hint's ms was refused again).
+    this.pausedUntil = Math.max(this.pausedUntil, now + (retryAfterMs ?? 1000) + 1);
   }
 
   /**
@@ -88,6 +164,7 @@ export class Socket {
       }
       case "error": {
         const pending = this.take(frame.ref);
+        if (pending && frame.code === "rate_limited") this.refused(pending.type, frame.retryAfterMs);
         if (pending) pending.reject(fromReply(frame, pending.type));
         else report(fromReply(frame, undefined));
         return undefined;
@@ -112,6 +189,8 @@ export class Socket {
   end(message: string): void {
     this.alive = false;
     clearInterval(this.heartbeat);
+    clearTimeout(this.pauseTimer);
+    this.queued = [];
     const pending = [...this.pending.values()];
     this.pending.clear();
     for (const p of pending) {
@@ -123,9 +202,8 @@ export class Socket {
   private take(ref: unknown): Pending | undefined {
     if (typeof ref !== "number") return undefined;
     const pending = this.pending.get(ref);
-    if (!pending) return undefined;
-    this.pending.delete(ref);
-    clearTimeout(pending.timer);
+    if (!pending || pending.frame !== null) return undefined; // not ours, or never written
+    this.forget(ref, pending);
     return pending;
   }
 }

@@ -71,6 +71,13 @@ export interface ClientOptions {
   backoff?: Backoff;
   /** Ping this often while idle to notice a dead connection (default 25 s; 0 turns it off). */
   heartbeatMs?: number;
+  /**
+   * Requests written and not yet answered, at most (default 32; an integer, 1 or more).
+   * The rest wait their turn; a `rate_limited` answer pauses writing for its
+   * `retryAfterMs` and halves this for the connection. Keep it under twice the
+   * server's `REQUEST_BURST`, or a burst of calls can get the connection closed with 1008.
+   */
+  maxInFlight?: number;
   /** Messages per `history` page when filling a gap (1..100, default 100). */
   historyPageSize?: number;
   /** Connect at once (default true); otherwise call `connect()`. */

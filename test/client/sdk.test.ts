@@ -2,7 +2,7 @@ import { afterEach, describe, expect, test } from "bun:test";
 import { createClient, SwitchboardError, type ResultOf, type SwitchboardClient } from "../../src/client/index.ts";
 import { startTestServer, type TestServer } from "../../src/testing.ts";
 import { startProxy, type Proxy } from "./proxy.ts";
-import { collect, fast } from "./util.ts";
+import { collect, fast, range } from "./util.ts";
 
 let t: TestServer;
 let proxy: Proxy | undefined;
@@ -261,5 +261,135 @@ describe("options and timeouts", () => {
     const started = Date.now();
     await expect(t.client(fast)).rejects.toThrow(`could not connect to ${url}`);
     expect(Date.now() - started).toBeLessThan(fast.requestTimeoutMs);
+  });
+});
+
+describe("pacing: requests in flight and rate_limited answers", () => {
+  /** A fake server that records each request frame (with when it came) and answers only when told. */
+  function holdingServer() {
+    const frames: Array<{ ref: number; type: string; room?: string; at: number; ws: import("bun").ServerWebSocket<unknown> }> = [];
+    let arrived: (() => void) | null = null;
+    const server = Bun.serve({
+      port: 0,
+      hostname: "127.0.0.1",
+      fetch: (req, srv) => (srv.upgrade(req) ? undefined : new Response("no", { status: 400 })),
+      websocket: {
+        message(ws, m) {
+          const f = JSON.parse(String(m)) as { ref: number; type: string; room?: string };
+          frames.push({ ...f, at: Date.now(), ws });
+          arrived?.();
+        },
+      },
+    });
+    return {
+      url: `ws://127.0.0.1:${server.port}/ws`,
+      frames,
+      /** Resolves once `n` request frames have come in. */
+      async received(n: number): Promise<void> {
+        while (frames.length < n) await new Promise<void>((resolve) => (arrived = resolve));
+      },
+      answer(i: number, reply: object): void {
+        const f = frames[i]!;
+        f.ws.send(JSON.stringify({ ref: f.ref, ...reply }));
+      },
+      stop: () => server.stop(true),
+    };
+  }
+
+  test("at most maxInFlight requests are written unanswered; each answer lets the next one out, in call order", async () => {
+    const fake = holdingServer();
+    const client = createClient({ url: fake.url, ...fast, heartbeatMs: 0, maxInFlight: 3 });
+    try {
+      await client.next("open");
+      const calls = range(7).map((i) => client.who({ room: `r${i}` }));
+      await fake.received(3);
+      // What must not happen has no event to await: a bounded wait for frames the client should not write.
+      await Bun.sleep(50);
+      expect(fake.frames.length).toBe(3);
+      fake.answer(1, { type: "ok", members: [] });
+      await fake.received(4);
+      await Bun.sleep(50);
+      expect(fake.frames.length).toBe(4);
+      for (let i = 0; i < 7; i++) {
+        if (i !== 1) {
+          await fake.received(Math.min(7, i + 3));
+          fake.answer(i, { type: "ok", members: [] });
+        }
+      }
+      expect((await Promise.all(calls)).length).toBe(7);
+      expect(fake.frames.map((f) => f.room)).toEqual(range(7).map((i) => `r${i}`)); // written in call order
+    } finally {
+      client.close();
+      await fake.stop();
+    }
+  });
+
+  test("a rate_limited answer holds every request until retryAfterMs has passed, and halves the window; a sign-in's does not", async () => {
+    const fake = holdingServer();
+    const client = createClient({ url: fake.url, ...fast, heartbeatMs: 0, maxInFlight: 4 });
+    try {
+      await client.next("open");
+      const calls = range(8).map((i) => client.who({ room: `r${i}` }).catch((e: SwitchboardError) => e.code));
+      await fake.received(4);
+      const refusedAt = Date.now();
+      fake.answer(0, { type: "error", code: "rate_limited", message: "slow down", retryAfterMs: 200 });
+      fake.answer(1, { type: "error", code: "rate_limited", message: "slow down", retryAfterMs: 150 });
+      fake.answer(2, { type: "ok", members: [] });
+      fake.answer(3, { type: "ok", members: [] });
+      await fake.received(5);
+      expect(fake.frames[4]!.at - refusedAt).toBeGreaterThanOrEqual(195);
+      // The window is 2 now (halved once for the two refusals of one pause).
+      await fake.received(6);
+      await Bun.sleep(50);
+      expect(fake.frames.length).toBe(6);
+      for (let i = 4; i < 8; i++) {
+        await fake.received(Math.min(8, i + 2));
+        fake.answer(i, { type: "ok", members: [] });
+      }
+      expect(await Promise.all(calls)).toEqual(["rate_limited", "rate_limited", ...range(6).map(() => ({ members: [] }))]);
+
+      // A sign-in refused for a minute says nothing of other requests: they go at once.
+      const login = client.login({ username: "ada", password: "correct horse battery" }).catch((e: SwitchboardError) => e.code);
+      await fake.received(9);
+      fake.answer(8, { type: "error", code: "rate_limited", message: "too many failed sign-ins", retryAfterMs: 60_000 });
+      expect(await login).toBe("rate_limited");
+      const who = client.who({ room: "after" });
+      await fake.received(10);
+      fake.answer(9, { type: "ok", members: ["x"] });
+      expect(await who).toEqual({ members: ["x"] });
+    } finally {
+      client.close();
+      await fake.stop();
+    }
+  });
+
+  test("a burst of calls against a small request budget: refused ones reject rate_limited, the client stays open (without the window, 1008)", async () => {
+    // A budget of 10 requests (SEND_BURST lowered to allow it), refilled at 200 a second.
+    t = await startTestServer({ config: { SEND_RATE: 1, SEND_BURST: 5, REQUEST_RATE: 200, REQUEST_BURST: 10 } });
+    const { client: paced } = await t.signedIn({ ...fast, maxInFlight: 8 });
+    const outcomes = await Promise.all(range(80).map((i) => paced.who({ room: `r${i}` }).then(() => "ok", (e: SwitchboardError) => e.code)));
+    expect(outcomes.filter((o) => o !== "ok" && o !== "rate_limited")).toEqual([]);
+    expect(outcomes.filter((o) => o === "rate_limited").length).toBeGreaterThan(0);
+    expect(paced.state).toBe("open");
+    // The bucket may be empty still (the last calls spent it): a ping refused now holds
+    // the client's next request until its retryAfterMs, and that one passes.
+    const first = await paced.ping().then(() => "ok", (e: SwitchboardError) => e.code);
+    if (first !== "ok") {
+      expect(first).toBe("rate_limited");
+      expect(await paced.ping()).toEqual({});
+    }
+
+    // The other side: a window past twice the burst writes 80 at once, and the server closes with 1008.
+    const { client: unpaced } = await t.signedIn({ ...fast, maxInFlight: 100 });
+    const closed = unpaced.next("closed");
+    await Promise.all(range(80).map((i) => unpaced.who({ room: `r${i}` }).catch(() => {})));
+    expect((await closed).code).toBe(1008);
+    expect(unpaced.state).toBe("closed");
+  });
+
+  test("maxInFlight must be an integer, 1 or more", () => {
+    for (const bad of [0, -1, 1.5, Number.NaN, Infinity]) {
+      expect(() => createClient({ url: "ws://127.0.0.1:1/ws", autoConnect: false, maxInFlight: bad })).toThrow(RangeError);
+    }
   });
 });
