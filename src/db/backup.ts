@@ -19,6 +19,10 @@ export function backup(source: string, target: string): number {
     const db = new Database(source, { readonly: true });
     try {
       db.run("PRAGMA busy_timeout = 5000");
+      // A wrong path to an empty file (or another program's database) would be "backed
+      // up" as a copy of nothing, and the mistake found only on restore.
+      const ours = db.query("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = '__drizzle_migrations'").get();
+      if (!ours) throw new Error(`${source} is not a Switchboard database (it has no migrations table); check DB_PATH`);
       db.prepare("VACUUM INTO ?").run(target);
     } finally {
       db.close();

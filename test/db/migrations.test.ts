@@ -62,6 +62,16 @@ test("a new database is its owner's only: folders 0700, the file and its -wal an
     writeFileSync(join(dir, "not-a-db"), "hello");
     expect(() => backup(join(dir, "not-a-db"), join(dir, "copy2.db"))).toThrow();
     expect(existsSync(join(dir, "copy2.db"))).toBe(false);
+    // A wrong path to an empty file, or to another program's database, is not a backup.
+    writeFileSync(join(dir, "empty.db"), "");
+    const other = new Database(join(dir, "other.db"));
+    other.run("CREATE TABLE notes (id integer PRIMARY KEY)");
+    other.close();
+    for (const wrong of ["empty.db", "other.db"]) {
+      expect(() => backup(join(dir, wrong), join(dir, "copy3.db"))).toThrow(`${join(dir, wrong)} is not a Switchboard database (it has no migrations table); check DB_PATH`);
+      expect(existsSync(join(dir, "copy3.db"))).toBe(false);
+    }
+    expect(backup(path, join(dir, "copy3.db"))).toBeGreaterThan(0);
   } finally {
     process.umask(umask);
     rmSync(dir, { recursive: true, force: true });
