@@ -15,6 +15,9 @@ import type { CallOptions, ClientEvents, ClientOptions, ConnectionState } from "
  * ordered delivery per room, and an outbox whose sends reach the room exactly once.
  * Create it with `createClient`.
  */
+/** What a sign-out the server did not hear of leaves behind. */
+const NOT_TOLD = "the server may not know, and the session may stay valid until it expires (a logout with all: true ends it)";
+
 export class SwitchboardClient {
   private readonly events = new Emitter<ClientEvents>();
   private readonly connection: Connection;
@@ -177,12 +180,32 @@ export class SwitchboardClient {
    * Revokes the session (`all: true`: every session of the user), forgets the rooms,
    * the outbox and the token, and disconnects: the client is then `signed-out`.
    *
+   * Signing out here never waits on the network: when the client is not connected, or
+   * the server does not answer (`timeout`) or the connection drops (`disconnected`), the
+   * client signs out all the same (token, rooms and outbox forgotten, `signed-out`) and
+   * rejects with that code: the server was not told, so the session stays valid until
+   * it expires or a `logout` with `all: true` ends it. (Before, a sign-out on a lost
+   * connection left the client signed in, and it signed in again once the server was back.)
+   *
    * @example
    * await client.logout();
    * localStorage.removeItem("token");
    */
-  logout(params: RequestParams<"logout"> = {}, options?: CallOptions): Promise<ResultOf<"logout">> {
-    return this.call("logout", params, options);
+  async logout(params: RequestParams<"logout"> = {}, options?: CallOptions): Promise<ResultOf<"logout">> {
+    const invalid = checkRequest("logout", params);
+    if (invalid) throw invalid;
+    const state = this.connection.state;
+    if (this.session.token !== null && (state === "connecting" || state === "reconnecting")) {
+      this.session.endHere();
+      throw new SwitchboardError("disconnected", `not connected: signed out on this client only; ${NOT_TOLD}`, { request: "logout" });
+    }
+    try {
+      return await this.call("logout", params, options);
+    } catch (e) {
+      if (!(e instanceof SwitchboardError) || (e.code !== "timeout" && e.code !== "disconnected") || this.session.token === null) throw e;
+      this.session.endHere();
+      throw new SwitchboardError(e.code, `${e.message}: signed out on this client only; ${NOT_TOLD}`, { request: "logout", cause: e });
+    }
   }
 
   /**

@@ -254,14 +254,17 @@ export class Connection {
   private lost(socket: Socket, code: number, reason: string): void {
     if (socket !== this.socket) return;
     this.socket = null;
-    socket.end(`the connection closed (${code}) before the reply`);
+    const tooLarge = socket.end(`the connection closed (${code}) before the reply`, code);
     this.hooks.detached();
     if (this.currentState === "closed" || this.currentState === "signed-out") return;
     if (code === CloseCode.sessionRevoked) {
       this.hooks.signOut("revoked");
       return;
     }
-    if (FATAL_CLOSE.has(code)) {
+    // A send over the frame limit is dropped from the outbox (rejected `too_large`), so
+    // reconnecting does not repeat it; before, it closed the client for good, and the
+    // stored outbox wrote it again after every page reload.
+    if (FATAL_CLOSE.has(code) && !(code === CloseCode.tooBig && tooLarge === "send")) {
       const err = new SwitchboardError("closed", `the server closed the connection with ${code}: ${reason}`);
       this.events.emit("error", err);
       this.stop(code, reason, err);

@@ -10,8 +10,11 @@ import type { ErrorCode, Issue, RequestType } from "../protocol/index.ts";
  * - `invalid_frame`: the server sent a frame that fails the protocol schemas.
  * - `history_mismatch`: the server's history does not continue the one this client
  *   delivered (a `since` beyond the room's latest seq, or missing seqs).
+ * - `too_large`: the server closed the connection with 1009 (a frame over its
+ *   `MAX_FRAME_BYTES`), and this request's frame was the largest unanswered one: it
+ *   was not acted on. A send is dropped from the outbox, and the client reconnects.
  */
-export type ClientErrorCode = "timeout" | "disconnected" | "closed" | "signed_out" | "invalid_frame" | "history_mismatch";
+export type ClientErrorCode = "timeout" | "disconnected" | "closed" | "signed_out" | "invalid_frame" | "history_mismatch" | "too_large";
 
 /** Every code a `SwitchboardError` can carry: the protocol's and the client's own. */
 export type SwitchboardErrorCode = ErrorCode | ClientErrorCode;
@@ -23,6 +26,7 @@ const clientCodes: ReadonlySet<string> = new Set<ClientErrorCode>([
   "signed_out",
   "invalid_frame",
   "history_mismatch",
+  "too_large",
 ]);
 
 /**

@@ -103,6 +103,14 @@ export class Outbox {
         this.pump();
       },
       (e: SwitchboardError) => {
+        if (e.code === "too_large") {
+          // Refused for its size (close 1009): never stored, and sending it again would
+          // only close the next connection too.
+          if (this.inFlight === entry) this.inFlight = null;
+          this.remove(entry);
+          this.settle(entry.nonce, (w) => w.reject(e));
+          return;
+        }
         if (!this.saved.state.outbox.includes(entry)) {
           // Its room was left while it was in flight: it cannot be sent again, so the
           // answer is final. A lost connection (`disconnected`) means "maybe stored"; a

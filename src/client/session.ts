@@ -35,11 +35,16 @@ export class Session {
       const rejoin = wasSignedIn ? this.rooms.all() : [];
       void this.signedIn(socket, r.user, rejoin).catch((e) => this.connection.backgroundError(socket, e));
     } else if (type === "logout") {
-      this.saved.reset();
-      this.saved.save(true);
-      this.outbox.rejectAll(new SwitchboardError("signed_out", "signed out before the message was sent", { request: "send" }));
-      this.signOut("logout");
+      this.endHere();
     }
+  }
+
+  /** Signs out on this client: the store, the outbox, the rooms and the token are forgotten. */
+  endHere(): void {
+    this.saved.reset();
+    this.saved.save(true);
+    this.outbox.rejectAll(new SwitchboardError("signed_out", "signed out before the message was sent", { request: "send" }));
+    this.signOut("logout");
   }
 
   /**

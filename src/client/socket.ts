@@ -1,4 +1,4 @@
-import type { MessageEvent, PresenceEvent, RequestType, ResultOf } from "../protocol/index.ts";
+import { CloseCode, type MessageEvent, type PresenceEvent, type RequestType, type ResultOf } from "../protocol/index.ts";
 import { SwitchboardError } from "./errors.ts";
 import { decodeFrame, decodeResult, fromReply } from "./frames.ts";
 import { after } from "./timeouts.ts";
@@ -9,11 +9,12 @@ interface Pending {
   resolve(result: unknown): void;
   reject(error: SwitchboardError): void;
   timer: ReturnType<typeof setTimeout> | undefined;
-  /** The frame, until it is written (null after). */
-  frame: string | null;
+  frame: string;
+  written: boolean;
 }
 
 const OPEN = 1;
+const utf8 = new TextEncoder();
 /** Requests in flight on one socket by default (`maxInFlight`). */
 export const DEFAULT_MAX_IN_FLIGHT = 32;
 /**
@@ -74,7 +75,7 @@ export class Socket {
       }
       const ref = this.nextRef();
       const frame = JSON.stringify({ type, ref, ...params });
-      const pending: Pending = { type, resolve: resolve as (r: unknown) => void, reject, timer: undefined, frame };
+      const pending: Pending = { type, resolve: resolve as (r: unknown) => void, reject, timer: undefined, frame, written: false };
       pending.timer = after(timeoutMs, () => {
         this.forget(ref, pending);
         reject(new SwitchboardError("timeout", `no reply to ${type} within ${Math.round(timeoutMs)} ms`, { request: type }));
@@ -98,10 +99,10 @@ export class Socket {
       }
       const ref = this.queued.shift()!;
       const pending = this.pending.get(ref);
-      if (!pending?.frame) continue;
+      if (!pending) continue;
       try {
         this.ws.send(pending.frame);
-        pending.frame = null;
+        pending.written = true;
         this.inFlight++;
       } catch (cause) {
         this.forget(ref, pending);
@@ -114,7 +115,7 @@ export class Socket {
   private forget(ref: number, pending: Pending): void {
     this.pending.delete(ref);
     clearTimeout(pending.timer);
-    if (pending.frame === null) {
+    if (pending.written) {
       this.inFlight--;
     } else {
       const i = this.queued.indexOf(ref);
@@ -185,24 +186,40 @@ export class Socket {
     }
   }
 
-  /** The socket is gone: stops its heartbeat and rejects the requests in flight with `disconnected`. */
-  end(message: string): void {
+  /**
+   * The socket is gone: stops its heartbeat and rejects the requests in flight with
+   * `disconnected`. After a close 1009 (a frame over the server's limit), the largest
+   * frame written and unanswered is taken for the one the server refused: it rejects with
+   * `too_large` (it was not acted on), and its type is returned.
+   */
+  end(message: string, code?: number): RequestType | null {
     this.alive = false;
     clearInterval(this.heartbeat);
     clearTimeout(this.pauseTimer);
     this.queued = [];
     const pending = [...this.pending.values()];
     this.pending.clear();
+    let tooLarge: Pending | null = null;
+    if (code === CloseCode.tooBig) {
+      let most = -1;
+      for (const p of pending) {
+        const bytes = p.written ? utf8.encode(p.frame).length : -1;
+        if (bytes > most) [tooLarge, most] = [p, bytes];
+      }
+      if (tooLarge && !tooLarge.written) tooLarge = null;
+    }
     for (const p of pending) {
       clearTimeout(p.timer);
-      p.reject(new SwitchboardError("disconnected", message, { request: p.type }));
+      if (p === tooLarge) p.reject(new SwitchboardError("too_large", `${message}: this request's frame is over the server's size limit (MAX_FRAME_BYTES)`, { request: p.type }));
+      else p.reject(new SwitchboardError("disconnected", message, { request: p.type }));
     }
+    return tooLarge?.type ?? null;
   }
 
   private take(ref: unknown): Pending | undefined {
     if (typeof ref !== "number") return undefined;
     const pending = this.pending.get(ref);
-    if (!pending || pending.frame !== null) return undefined; // not ours, or never written
+    if (!pending?.written) return undefined; // not ours, or never written
     this.forget(ref, pending);
     return pending;
   }

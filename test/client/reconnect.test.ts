@@ -476,3 +476,72 @@ test("a sign-in refused rate_limited at the server's MAX_CONNECTIONS_PER_USER: a
   await b.join({ room: "capped" });
   expect(await b.send({ room: "capped", body: "in" })).toMatchObject({ seq: 1 });
 });
+
+test("logout while the connection is down signs out here at once (disconnected: the server was not told); the session stays valid", async () => {
+  t = await startTestServer();
+  const { client: a, token } = await viaProxy("talk");
+  await cutAndRefuse(a);
+  const queued = failure(a.send({ room: "talk", body: "queued before the sign-out" }));
+  const signedOut = a.next("signed-out");
+  const err = await failure(a.logout());
+  expect(err).toMatchObject({ code: "disconnected", request: "logout" });
+  expect(err.message).toContain("signed out on this client only");
+  expect(await signedOut).toEqual({ reason: "logout" });
+  expect([a.state, a.token, a.user, a.outbox, a.rooms]).toEqual(["signed-out", null, null, [], []]);
+  expect((await queued).code).toBe("signed_out");
+  // The proxy lets connections through again: the client does not sign in again by itself.
+  proxy!.refuse = false;
+  await expect(a.next("open", () => true, 300)).rejects.toThrow();
+  expect(a.state).toBe("signed-out");
+  // Nothing was sent, and the server still honours the token: it was never told.
+  const { client: b } = await t.signedIn(fast);
+  expect((await b.history({ room: "talk" })).messages).toEqual([]);
+  expect((await b.auth({ token })).user.username).toBeString();
+});
+
+test("logout unanswered (timeout) signs out here too; answered, it revokes the session", async () => {
+  t = await startTestServer();
+  const { client: a, token } = await viaProxy("talk");
+  proxy!.dropReplies = true;
+  const err = await failure(a.logout({}, { timeoutMs: 200 }));
+  expect(err).toMatchObject({ code: "timeout", request: "logout" });
+  expect([a.state, a.token]).toEqual(["signed-out", null]);
+  // The frame went out, so here the server did revoke it.
+  const { client: b } = await t.signedIn(fast);
+  expect((await failure(b.auth({ token }))).code).toBe("unauthorized");
+});
+
+test("a send over the server's MAX_FRAME_BYTES (close 1009) rejects too_large and leaves the outbox; the client reconnects and sends on", async () => {
+  t = await startTestServer({ config: { MAX_FRAME_BYTES: 1024 } });
+  const { token } = await t.signedIn(fast);
+  const store = memoryStore();
+  const a = await t.client({ ...fast, token, store });
+  await a.join({ room: "talk" });
+  const got = collect(a);
+  const reconnecting = a.next("reconnecting");
+  const big = "é".repeat(600); // 1,200 bytes of UTF-8: under the body limit, over the frame limit
+  const err = await failure(a.send({ room: "talk", body: big }));
+  expect(err).toMatchObject({ code: "too_large", request: "send" });
+  expect((await reconnecting).code).toBe(1009);
+  expect(a.outbox).toEqual([]);
+  expect(await a.send({ room: "talk", body: "small" })).toMatchObject({ seq: 1 });
+  await got.waitFor(1);
+  expect(got.bodies()).toEqual(["small"]);
+  // A page reload (a new client on the same store) has nothing to write again.
+  a.close();
+  const reloaded = await t.client({ ...fast, token, store });
+  cleanups.push(() => reloaded.close());
+  expect(reloaded.outbox).toEqual([]);
+  await reloaded.join({ room: "talk" });
+  expect((await reloaded.history({ room: "talk" })).messages.map((m) => m.body)).toEqual(["small"]);
+});
+
+test("close 1009 with no send to blame (a login past the frame limit) stops the client: reconnecting would repeat it", async () => {
+  t = await startTestServer({ config: { MAX_FRAME_BYTES: 256 } });
+  const a = await t.client(fast);
+  const closed = a.next("closed");
+  const err = await failure(a.login({ username: "someone", password: "p".repeat(300) }));
+  expect(err).toMatchObject({ code: "too_large", request: "login" });
+  expect((await closed).code).toBe(1009);
+  expect(a.state).toBe("closed");
+});
