@@ -24,5 +24,6 @@ export {
   type OutboxEntry,
 } from "./store.ts";
 export { backoffDelay, type Backoff } from "./backoff.ts";
+export { newNonce } from "./outbox.ts";
 export { RoomFeed, type FeedPhase } from "./feed.ts";
 export type { MessageEvent, PresenceEvent, RequestParams, RequestType, ResultOf, User } from "../protocol/index.ts";

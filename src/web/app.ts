@@ -3,15 +3,35 @@
  * in localStorage and the SDK's state (outbox, place in each room) in a
  * localStorageStore, so a reload resumes where the page was, unsent messages included.
  */
+import "./no-eval.ts"; // first: before the protocol's schemas are built
 import {
   createClient,
   localStorageStore,
+  newNonce,
   SwitchboardError,
   type ConnectionState,
   type MessageEvent,
   type OutboxEntry,
 } from "../client/index.ts";
 import { BODY_MAX_CHARS, codePoints } from "../protocol/limits.ts";
+
+/**
+ * Inside another site's frame the page does not run: it could be laid under a decoy
+ * and clicked through (Bun cannot send `X-Frame-Options` or `frame-ancestors` with an
+ * HTML-import route; a proxy in front can, see SECURITY.md).
+ */
+function framedByAnotherSite(): boolean {
+  if (window.top === window.self) return false;
+  try {
+    return window.top?.location.origin !== location.origin;
+  } catch {
+    return true; // another origin's location cannot be read
+  }
+}
+if (framedByAnotherSite()) {
+  document.body.textContent = "Switchboard's page does not run inside another site's frame. Open it in its own tab.";
+  throw new Error("framed by another site: not started");
+}
 
 const TOKEN_KEY = "switchboard.token";
 const ROOM_KEY = "switchboard.room";
@@ -99,6 +119,7 @@ function messageItem(user: string, body: string, at: string | null, note?: strin
   const header = document.createElement("header");
   const author = document.createElement("span");
   author.className = "author";
+  author.dir = "auto";
   author.textContent = user;
   header.append(author);
   if (at) {
@@ -115,6 +136,7 @@ function messageItem(user: string, body: string, at: string | null, note?: strin
     header.append(n);
   }
   const p = document.createElement("p");
+  p.dir = "auto"; // right-to-left text laid out as such
   p.textContent = body;
   li.append(avatar(user), header, p);
   return li;
@@ -167,6 +189,7 @@ function renderPending(): void {
     items.push(li);
   }
   ui.pending.replaceChildren(...items);
+  ui.pending.hidden = items.length === 0; // an empty list is not read out
   ui.empty.hidden = shown.size > 0 || items.length > 0;
 }
 
@@ -208,6 +231,12 @@ function showError(el: HTMLElement, prefix: string, e: unknown): void {
   el.dataset.transient = String(e instanceof SwitchboardError && (e.code === "timeout" || e.code === "disconnected"));
 }
 
+/** "45 s", "15 min". */
+function waitText(ms: number): string {
+  const s = Math.ceil(ms / 1000);
+  return s < 90 ? `${s} s` : `${Math.ceil(s / 60)} min`;
+}
+
 function describe(e: unknown): string {
   if (!(e instanceof SwitchboardError)) return "Something went wrong.";
   switch (e.code) {
@@ -216,17 +245,21 @@ function describe(e: unknown): string {
     case "username_taken":
       return "That username is taken.";
     case "rate_limited":
-      return `Too many attempts; try again in ${Math.ceil((e.retryAfterMs ?? 1000) / 1000)} s.`;
+      return `Too many attempts; try again in ${waitText(e.retryAfterMs ?? 1000)}.`;
     case "bad_request": {
       // Sign-in fields have hints beside them; anything else says which field.
       const paths = new Set(e.issues?.map((i) => i.path));
       if (paths.has("username")) return "Check the username: 3–32 letters, digits, “_”, “.” or “-”.";
-      if (paths.has("password")) return "Check the password: at least 8 characters.";
+      if (paths.has("password")) return "Check the password: 8 to 1,024 characters.";
       return e.issues?.map((i) => `${i.path}: ${i.message}`).join("; ") || e.message;
     }
     case "timeout":
     case "disconnected":
       return "The server did not answer; check your connection.";
+    case "too_large":
+      return "The message is too large for this server.";
+    case "closed":
+      return "Not connected: the server closed the connection. Reload the page.";
     default:
       return e.message;
   }
@@ -262,7 +295,8 @@ async function enterRoom(name: string): Promise<void> {
     renderMembers();
     await loadOlder(true);
     scrollToBottom();
-    if (document.activeElement === ui.room || document.activeElement === document.body) ui.body.focus();
+    // Joined from the room form (Enter in the field or the Join button): on to writing.
+    if (document.activeElement === document.body || ui.joinForm.contains(document.activeElement)) ui.body.focus();
   } catch (e) {
     if (room === name) showError(ui.chatError, `Could not join #${name}: `, e);
   }
@@ -308,6 +342,21 @@ client.on("signed-out", ({ reason }) => {
   renderSession();
   ui.authError.textContent = reason === "logout" ? "" : "Your session ended; please sign in again.";
   ui.username.focus();
+  // Connected while signed out too (as on a first visit), so that the status says
+  // whether the server can be reached before the next sign-in.
+  queueMicrotask(() => client.connect());
+});
+client.on("closed", ({ code, reason }) => {
+  ui.chatError.textContent = `Disconnected by the server (${code}${reason ? `: ${reason}` : ""}). Reload the page to connect again.`;
+});
+client.on("error", (e) => {
+  // The server's history no longer continues what this page showed (a database restored
+  // from a backup reuses seqs): the page would hide the new messages as seen. Redraw.
+  if (e.code !== "history_mismatch" || room === null) return;
+  const name = room;
+  void enterRoom(name).then(() => {
+    if (room === name) ui.chatError.textContent = "This room's history changed on the server; it is shown as it is now.";
+  });
 });
 client.on("message", (m) => {
   if (m.room !== room) return;
@@ -368,8 +417,11 @@ ui.authForm.addEventListener("submit", async (event) => {
 ui.signOut.addEventListener("click", async () => {
   try {
     await client.logout();
-  } catch {
-    // Signed out locally either way.
+  } catch (e) {
+    // The client signs out here all the same; say what the server may not know.
+    if (e instanceof SwitchboardError && (e.code === "timeout" || e.code === "disconnected")) {
+      ui.authError.textContent = "Signed out on this device. The server could not be reached, so the session may stay valid until it expires.";
+    }
   }
   localStorage.removeItem(TOKEN_KEY);
   localStorage.removeItem(ROOM_KEY);
@@ -386,14 +438,17 @@ ui.joinForm.addEventListener("submit", (event) => {
 
 ui.composer.addEventListener("submit", (event) => {
   event.preventDefault();
-  const body = ui.body.value.trim();
-  if (!room || !body) return;
+  // Leading spaces stay (indented code); trailing ones and newlines go.
+  const body = ui.body.value.trimEnd();
+  if (!room || !body.trim()) return;
   ui.body.value = "";
   ui.body.style.height = "";
   ui.chatError.textContent = "";
-  client.send({ room, body }).catch((e: unknown) => {
-    if (e instanceof SwitchboardError && e.code === "closed") return;
-    failed.set(`failed-${Date.now()}`, body);
+  const nonce = newNonce(); // chosen here, to tell afterwards whether the outbox kept it
+  client.send({ room, body, nonce }).catch((e: unknown) => {
+    // Still in the stored outbox (the client stopped): it goes out after a reload.
+    if (client.outbox.some((entry) => entry.nonce === nonce)) return;
+    failed.set(nonce, body);
     renderPending();
     ui.chatError.textContent = `Not sent: ${describe(e)}`;
   });
@@ -403,7 +458,7 @@ ui.composer.addEventListener("submit", (event) => {
 // The limit is in code points, as the server counts (`maxlength` would count UTF-16
 // units, and refuse 2,001 emoji that the server accepts): checked on every edit.
 ui.body.addEventListener("input", () => {
-  const n = codePoints(ui.body.value.trim());
+  const n = codePoints(ui.body.value.trimEnd());
   const tooLong = n > BODY_MAX_CHARS ? `At most ${BODY_MAX_CHARS} characters: this is ${n}.` : "";
   ui.body.setCustomValidity(tooLong);
   ui.body.setAttribute("aria-invalid", String(tooLong !== ""));

@@ -4,8 +4,11 @@
  * while its socket is blocked, reloads, and its history and unsent message survive.
  */
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { existsSync, mkdirSync } from "node:fs";
-import { chromium, type Browser, type BrowserContext, type Page } from "playwright-core";
+import { copyFileSync, existsSync, mkdirSync, mkdtempSync, rmSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import { chromium, type Browser, type BrowserContext, type Page, type WebSocketRoute } from "playwright-core";
+import { backup } from "../../src/db/backup.ts";
 import { startTestServer, type TestServer } from "../../src/testing.ts";
 import { pageRoutes } from "../../src/web/routes.ts";
 
@@ -43,8 +46,8 @@ afterAll(async () => {
   await t?.stop();
 });
 
-async function signUp(page: Page, username: string): Promise<void> {
-  await page.goto(t.url);
+async function signUp(page: Page, username: string, url = t.url): Promise<void> {
+  await page.goto(url);
   await page.getByLabel("Username").fill(username);
   await page.getByLabel("Password").fill("correct horse battery");
   await page.getByRole("button", { name: "Create account" }).click();
@@ -53,10 +56,10 @@ async function signUp(page: Page, username: string): Promise<void> {
 }
 
 /** A fresh browser context and page, signed up as `${prefix}_<random>`. */
-async function newUser(prefix: string, options: Parameters<Browser["newContext"]>[0] = {}) {
+async function newUser(prefix: string, options: Parameters<Browser["newContext"]>[0] = {}, url = t.url) {
   const context = await browser.newContext(options);
   const page = await context.newPage();
-  await signUp(page, `${prefix}_${Math.random().toString(36).slice(2, 6)}`);
+  await signUp(page, `${prefix}_${Math.random().toString(36).slice(2, 6)}`, url);
   return { context, page };
 }
 
@@ -212,7 +215,7 @@ test.skipIf(!RUN)(
     const page = await context.newPage();
     const consoleErrors: string[] = [];
     page.on("console", (m) => {
-      if (m.type() === "error") consoleErrors.push(m.text());
+      if (m.type() === "error") consoleErrors.push(m.text() + " @ " + JSON.stringify(m.location()));
     });
     await page.goto(t.url);
     await page.getByRole("button", { name: "Create account" }).click();
@@ -317,6 +320,144 @@ test.skipIf(!RUN)(
     await say(page, "my own");
     await message(page, "my own").waitFor();
     expect(await jump.isVisible()).toBe(false);
+    await context.close();
+  },
+  20_000,
+);
+
+test.skipIf(!RUN)(
+  "sign out while the connection is down: signed out at once, told the server was not reached, and not signed in again when it is back",
+  async () => {
+    const context = await browser.newContext();
+    // The page's socket goes through a relay that the test can cut, and refuse while `down`.
+    let down = false;
+    const live = new Set<WebSocketRoute>();
+    await context.routeWebSocket(/\/ws$/, (ws) => {
+      if (down) {
+        void ws.close({ code: 1011, reason: "down" });
+        return;
+      }
+      live.add(ws);
+      ws.connectToServer();
+    });
+    const page = await context.newPage();
+    await signUp(page, `hal_${Math.random().toString(36).slice(2, 6)}`);
+    await joinRoom(page, "leaving");
+    await say(page, "before");
+    await message(page, "before").waitFor();
+
+    down = true;
+    for (const ws of live) await ws.close({ code: 1006, reason: "cut" }).catch(() => {});
+    await page.locator("#status", { hasText: "Reconnecting" }).waitFor();
+    await say(page, "queued before the sign-out");
+    await page.locator("#pending li", { hasText: "queued before the sign-out" }).waitFor();
+    await page.getByRole("button", { name: "Sign out" }).click();
+    // At once, not after a request timeout.
+    await page.locator("#auth").waitFor({ timeout: 2000 });
+    await page.locator("#auth-error", { hasText: "Signed out on this device. The server could not be reached" }).waitFor();
+    expect(await page.evaluate(() => localStorage.getItem("switchboard.token"))).toBeNull();
+
+    down = false;
+    // Connected again while signed out: the status says the server is there, and no one is signed in.
+    await page.locator("#status", { hasText: "Online" }).waitFor();
+    expect(await page.locator("#chat").isVisible()).toBe(false);
+    expect(await page.locator("#me").isVisible()).toBe(false);
+    const { client } = await t.signedIn();
+    expect((await client.history({ room: "leaving" })).messages.map((m) => m.body)).toEqual(["before"]);
+    await context.close();
+  },
+  20_000,
+);
+
+test.skipIf(!RUN)(
+  "a database restored from a backup under an open page: the page redraws the room, and messages that reuse seqs are shown",
+  async () => {
+    const dir = mkdtempSync(join(tmpdir(), "switchboard-demo-"));
+    const dbPath = join(dir, "chat.db");
+    let first: TestServer | null = await startTestServer({ routes: pageRoutes(), dbPath });
+    let second: TestServer | null = null;
+    try {
+      const { context, page } = await newUser("ivy", {}, first.url);
+      await joinRoom(page, "restore");
+      for (const i of [1, 2, 3]) {
+        await say(page, `m${i}`);
+        await message(page, `m${i}`).waitFor();
+      }
+      backup(dbPath, join(dir, "copy.db"));
+      for (const i of [4, 5, 6]) {
+        await say(page, `m${i}`);
+        await message(page, `m${i}`).waitFor();
+      }
+      const port = first.port;
+      await first.stop();
+      first = null;
+      await page.locator("#status", { hasText: "Reconnecting" }).waitFor();
+      for (const f of [dbPath, `${dbPath}-wal`, `${dbPath}-shm`]) rmSync(f, { force: true });
+      copyFileSync(join(dir, "copy.db"), dbPath);
+      second = await startTestServer({ routes: pageRoutes(), dbPath, port });
+      await page.locator("#chat-error", { hasText: "This room's history changed on the server" }).waitFor();
+      // Seq 4 again, with another body: before, the page took it for the m4 it had shown.
+      const { client } = await second.signedIn();
+      await client.join({ room: "restore" });
+      expect(await client.send({ room: "restore", body: "after the restore" })).toMatchObject({ seq: 4 });
+      await message(page, "after the restore").waitFor();
+      const shown = (await page.locator("#messages li p").allInnerTexts()).map((x) => x.trim());
+      expect(shown).toEqual(["m1", "m2", "m3", "after the restore"]);
+      await context.close();
+    } finally {
+      await first?.stop();
+      await second?.stop();
+      rmSync(dir, { recursive: true, force: true });
+    }
+  },
+  30_000,
+);
+
+test.skipIf(!RUN)(
+  "a message over the server's frame limit: marked not sent with the reason, and the page goes on",
+  async () => {
+    const small = await startTestServer({ routes: pageRoutes(), config: { MAX_FRAME_BYTES: 4096 } });
+    try {
+      const { context, page } = await newUser("jo", {}, small.url);
+      await joinRoom(page, "frames");
+      await say(page, "é".repeat(2500)); // 5,000 bytes of UTF-8: under the 4,000-character limit
+      await page.locator("#pending li.failed").waitFor();
+      await page.locator("#chat-error", { hasText: "Not sent: The message is too large for this server." }).waitFor();
+      await page.locator("#status", { hasText: "Online" }).waitFor();
+      await say(page, "next one");
+      await message(page, "next one").waitFor();
+      // Nothing left to write again after a reload.
+      await page.reload();
+      await message(page, "next one").waitFor();
+      await page.locator("#status", { hasText: "Online" }).waitFor();
+      expect(await page.evaluate(() => JSON.parse(localStorage.getItem("switchboard.state")!).outbox)).toEqual([]);
+      await context.close();
+    } finally {
+      await small.stop();
+    }
+  },
+  20_000,
+);
+
+test.skipIf(!RUN)(
+  "inside another site's frame the page does not start; right-to-left text is laid out as such; leading spaces stay",
+  async () => {
+    const { context, page } = await newUser("kai");
+    await joinRoom(page, "layout");
+    await say(page, "    indented");
+    await say(page, "שלום עולם 123");
+    await message(page, "שלום").waitFor();
+    const bodies = page.locator("#messages li p");
+    expect(await bodies.first().evaluate((el) => el.textContent)).toBe("    indented");
+    expect(await bodies.last().evaluate((el) => getComputedStyle(el).direction)).toBe("rtl");
+
+    const policy = await page.locator('meta[http-equiv="Content-Security-Policy"]').getAttribute("content");
+    expect(policy).toContain("default-src 'self'");
+    const framing = await context.newPage();
+    await framing.setContent(`<iframe src="${t.url}" width="600" height="400"></iframe>`);
+    const frame = framing.frameLocator("iframe");
+    await frame.locator("body", { hasText: "does not run inside another site's frame" }).waitFor();
+    expect(await frame.locator("#auth-form").count()).toBe(0);
     await context.close();
   },
   20_000,
