@@ -1,10 +1,10 @@
 import type { z } from "zod";
 import {
+  fieldIssues,
   requestSchemas,
   resultSchemas,
   ServerFrame,
   type ErrorReply,
-  type Issue,
   type OkReply,
   type RequestType,
 } from "../protocol/index.ts";
@@ -22,16 +22,12 @@ function parse<T>(schema: z.ZodType<T>, value: unknown): z.ZodSafeParseResult<T>
   }
 }
 
-function issuesOf(error: { issues: ReadonlyArray<{ path: PropertyKey[]; message: string }> }): Issue[] {
-  return error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message }));
-}
-
 /** Null when `params` make a valid `type` request, else the `bad_request` to reject it with. */
 export function checkRequest(type: RequestType, params: object): SwitchboardError | null {
   try {
     const r = requestSchemas[type].safeParse({ ...params, type });
     if (r.success) return null;
-    const issues = issuesOf(r.error);
+    const issues = fieldIssues(r.error);
     const first = issues[0];
     return new SwitchboardError("bad_request", first ? `${first.path || "frame"}: ${first.message}` : "invalid request", {
       issues,
@@ -55,7 +51,7 @@ export function decodeFrame(data: unknown): DecodedFrame {
   }
   const parsed = parse(ServerFrame, json);
   if (parsed.success) return { frame: parsed.data };
-  const issues = parsed.error ? issuesOf(parsed.error) : undefined;
+  const issues = parsed.error ? fieldIssues(parsed.error) : undefined;
   const error = new SwitchboardError("invalid_frame", "the server sent a frame that fails the protocol schema", { issues });
   return { error, ref: (json as { ref?: unknown } | null)?.ref };
 }
@@ -64,7 +60,7 @@ export function decodeFrame(data: unknown): DecodedFrame {
 export function decodeResult(type: RequestType, reply: OkReply): { result: unknown } | { error: SwitchboardError } {
   const parsed = parse<unknown>(resultSchemas[type], reply);
   if (parsed.success) return { result: parsed.data };
-  const issues = parsed.error ? issuesOf(parsed.error) : undefined;
+  const issues = parsed.error ? fieldIssues(parsed.error) : undefined;
   return { error: new SwitchboardError("invalid_frame", `the reply to ${type} fails its schema`, { issues, request: type }) };
 }
 

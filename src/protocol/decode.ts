@@ -1,15 +1,10 @@
-import { z } from "zod";
-import { ProtocolError, type Issue } from "./errors.ts";
+import { fieldIssues, ProtocolError } from "./errors.ts";
 import { codePoints } from "./limits.ts";
 import { isRequestType, Ref, requestSchemas, type Request } from "./requests.ts";
 
 export type Decoded =
   | { ok: true; request: Request }
   | { ok: false; ref: Ref | undefined; error: ProtocolError };
-
-function toIssues(error: z.ZodError): Issue[] {
-  return error.issues.map((i) => ({ path: i.path.map(String).join("."), message: i.message }));
-}
 
 /** Code points, as zod counts them (an emoji is one char, two UTF-16 units). */
 const REF_MAX_CHARS = 64;
@@ -127,7 +122,7 @@ export function decodeRequest(text: string): Decoded {
     return fail(ref, new ProtocolError("bad_request", "fields fail validation", { issues: [{ path: "", message: "invalid value" }] }));
   }
   if (!parsed.success) {
-    const issues = toIssues(parsed.error);
+    const issues = fieldIssues(parsed.error);
     const first = issues[0];
     const message = first ? `${first.path || "frame"}: ${first.message}` : "fields fail validation";
     return fail(ref, new ProtocolError("bad_request", message, { issues }));

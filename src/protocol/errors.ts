@@ -45,3 +45,18 @@ export class ProtocolError extends Error {
     super(message);
   }
 }
+
+/**
+ * zod's issues as the protocol lists them: each failing field once (`limit: 1e300`
+ * fails both the safe-integer check and the maximum), its messages joined with "; ".
+ */
+export function fieldIssues(error: { issues: ReadonlyArray<{ path: PropertyKey[]; message: string }> }): Issue[] {
+  const byPath = new Map<string, string[]>();
+  for (const issue of error.issues) {
+    const path = issue.path.map(String).join(".");
+    const messages = byPath.get(path);
+    if (!messages) byPath.set(path, [issue.message]);
+    else if (!messages.includes(issue.message)) messages.push(issue.message);
+  }
+  return [...byPath].map(([path, messages]) => ({ path, message: messages.join("; ") }));
+}

@@ -7,7 +7,7 @@ import { ErrorReply, OkReply, resultSchemas } from "./replies.ts";
 import { MessageEvent, PresenceEvent } from "./events.ts";
 import { Password, Ref, requestSchemas, Username } from "./requests.ts";
 
-export { CloseCode, ErrorCode, Issue, ProtocolError } from "./errors.ts";
+export { CloseCode, ErrorCode, fieldIssues, Issue, ProtocolError } from "./errors.ts";
 export {
   AuthRequest,
   Body,

@@ -36,6 +36,8 @@ const refused: Array<[string, string, string[]]> = [
   ['{"type":"send","room":"a"}', "bad_request", ["body"]],
   ['{"type":"send","room":"a","body":5,"nonce":5}', "bad_request", ["body", "nonce"]],
   ['{"type":"history","room":"a","limit":null}', "bad_request", ["limit"]],
+  // Fails two checks (safe integer, at most 100): one entry for the field.
+  ['{"type":"history","room":"a","limit":1e300}', "bad_request", ["limit"]],
   ['{"username":"ada"}', "bad_request", ["type"]],
 ];
 
@@ -55,6 +57,15 @@ describe("decodeRequest", () => {
       expect((d.error.extra.issues ?? []).map((i) => i.path)).toEqual(paths);
     });
   }
+
+  test("a field failing two checks is listed once, with both messages", () => {
+    const d = decodeRequest('{"type":"history","room":"a","limit":1e300}');
+    expect(d.ok).toBe(false);
+    if (d.ok) return;
+    expect(d.error.extra.issues).toEqual([
+      { path: "limit", message: "Too big: expected int to be <=9007199254740991; Too big: expected number to be <=100" },
+    ]);
+  });
 
   test("lengths are counted in code points: 4000 emoji pass as a body, 4001 do not", () => {
     const send = (body: string) => decodeRequest(JSON.stringify({ type: "send", room: "a", body })).ok;
