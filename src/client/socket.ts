@@ -211,7 +211,8 @@ export class Socket {
     for (const p of pending) {
       clearTimeout(p.timer);
       if (p === tooLarge) p.reject(new SwitchboardError("too_large", `${message}: this request's frame is over the server's size limit (MAX_FRAME_BYTES)`, { request: p.type }));
-      else p.reject(new SwitchboardError("disconnected", message, { request: p.type }));
+      else if (p.written) p.reject(new SwitchboardError("disconnected", message, { request: p.type }));
+      else p.reject(new SwitchboardError("disconnected", `${message} (it was waiting its turn, never written)`, { request: p.type }));
     }
     return tooLarge?.type ?? null;
   }

@@ -387,6 +387,26 @@ describe("pacing: requests in flight and rate_limited answers", () => {
     expect(unpaced.state).toBe("closed");
   });
 
+  test("requests still waiting their turn when the connection drops reject disconnected, saying they were never written", async () => {
+    const fake = holdingServer();
+    const client = createClient({ url: fake.url, ...fast, heartbeatMs: 0, maxInFlight: 1 });
+    try {
+      await client.next("open");
+      const written = client.who({ room: "a" }).catch((e: SwitchboardError) => e);
+      const waiting = client.who({ room: "b" }).catch((e: SwitchboardError) => e);
+      await fake.received(1);
+      fake.frames[0]!.ws.close(1011, "gone");
+      const [w, q] = (await Promise.all([written, waiting])) as SwitchboardError[];
+      expect([w!.code, q!.code]).toEqual(["disconnected", "disconnected"]);
+      expect(w!.message).not.toContain("never written");
+      expect(q!.message).toContain("never written");
+      expect(fake.frames.length).toBe(1);
+    } finally {
+      client.close();
+      await fake.stop();
+    }
+  });
+
   test("maxInFlight must be an integer, 1 or more", () => {
     for (const bad of [0, -1, 1.5, Number.NaN, Infinity]) {
       expect(() => createClient({ url: "ws://127.0.0.1:1/ws", autoConnect: false, maxInFlight: bad })).toThrow(RangeError);
