@@ -88,7 +88,8 @@ export class Socket {
 
   /** Writes waiting requests while the window has room and no `rate_limited` pause runs. */
   private writeQueued(): void {
-    while (this.queued.length > 0 && this.inFlight < this.window && this.alive) {
+    // Not once a close frame came in: the close event rejects what is left, as never written.
+    while (this.queued.length > 0 && this.inFlight < this.window && this.writable) {
       const wait = this.pausedUntil - Date.now();
       if (wait > 0) {
         this.pauseTimer ??= setTimeout(() => {
