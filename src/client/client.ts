@@ -10,14 +10,14 @@ import { memoryStore, SavedState, type OutboxEntry } from "./store.ts";
 import { after, checkTimeout } from "./timeouts.ts";
 import type { CallOptions, ClientEvents, ClientOptions, ConnectionState } from "./types.ts";
 
+/** What a sign-out the server did not hear of leaves behind. */
+const NOT_TOLD = "the server may not know, and the session may stay valid until it expires (a logout with all: true ends it)";
+
 /**
  * A Switchboard connection that survives network loss: typed requests, exactly-once
  * ordered delivery per room, and an outbox whose sends reach the room exactly once.
  * Create it with `createClient`.
  */
-/** What a sign-out the server did not hear of leaves behind. */
-const NOT_TOLD = "the server may not know, and the session may stay valid until it expires (a logout with all: true ends it)";
-
 export class SwitchboardClient {
   private readonly events = new Emitter<ClientEvents>();
   private readonly connection: Connection;
@@ -183,9 +183,8 @@ export class SwitchboardClient {
    * Signing out here never waits on the network: when the client is not connected, or
    * the server does not answer (`timeout`) or the connection drops (`disconnected`), the
    * client signs out all the same (token, rooms and outbox forgotten, `signed-out`) and
-   * rejects with that code: the server was not told, so the session stays valid until
-   * it expires or a `logout` with `all: true` ends it. (Before, a sign-out on a lost
-   * connection left the client signed in, and it signed in again once the server was back.)
+   * rejects with that code: the server may not have been told, and then the session
+   * stays valid until it expires or a `logout` with `all: true` ends it.
    *
    * @example
    * await client.logout();
