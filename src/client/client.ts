@@ -11,7 +11,7 @@ import { after, checkTimeout } from "./timeouts.ts";
 import type { CallOptions, ClientEvents, ClientOptions, ConnectionState } from "./types.ts";
 
 /** What a sign-out the server did not hear of leaves behind. */
-const NOT_TOLD = "the server may not know, and the session may stay valid until it expires (a logout with all: true ends it)";
+const NOT_TOLD = "the server may not know, and then the session stays valid until it expires (or a sign-in and a logout with all: true)";
 
 /**
  * A Switchboard connection that survives network loss: typed requests, exactly-once
@@ -180,11 +180,12 @@ export class SwitchboardClient {
    * Revokes the session (`all: true`: every session of the user), forgets the rooms,
    * the outbox and the token, and disconnects: the client is then `signed-out`.
    *
-   * Signing out here never waits on the network: when the client is not connected, or
-   * the server does not answer (`timeout`) or the connection drops (`disconnected`), the
-   * client signs out all the same (token, rooms and outbox forgotten, `signed-out`) and
-   * rejects with that code: the server may not have been told, and then the session
-   * stays valid until it expires or a `logout` with `all: true` ends it.
+   * The client signs out even when the server cannot be told: at once while it is
+   * reconnecting, and when the `logout` is not answered in time (`timeout`) or its
+   * connection drops (`disconnected`); it then rejects with that code (token, rooms and
+   * outbox forgotten, `signed-out` all the same). The server may not have revoked the
+   * session then: it stays valid until it expires, or until the user signs in again and
+   * logs out with `all: true`. A refusal by the request budget is asked again.
    *
    * @example
    * await client.logout();
@@ -193,15 +194,32 @@ export class SwitchboardClient {
   async logout(params: RequestParams<"logout"> = {}, options?: CallOptions): Promise<ResultOf<"logout">> {
     const invalid = checkRequest("logout", params);
     if (invalid) throw invalid;
-    const state = this.connection.state;
-    if (this.session.token !== null && (state === "connecting" || state === "reconnecting")) {
+    // Reconnecting: the server is known to be out of reach right now. (A first
+    // connection still being made is waited for, as for any request.)
+    if (this.session.token !== null && this.connection.state === "reconnecting") {
       this.session.endHere();
       throw new SwitchboardError("disconnected", `not connected: signed out on this client only; ${NOT_TOLD}`, { request: "logout" });
     }
     try {
-      return await this.call("logout", params, options);
+      return await this.withDeadline("logout", options, async (deadline) => {
+        for (;;) {
+          const socket = await this.connection.whenReady("logout", deadline);
+          const wasSignedIn = socket.signedIn;
+          try {
+            const result = await socket.request("logout", params, deadline - Date.now());
+            this.session.afterCall(socket, "logout", params, result, wasSignedIn);
+            return result;
+          } catch (e) {
+            // Refused by the request budget: asked again, held by the socket until the
+            // refusal's retryAfterMs (the one request a user expects to go through).
+            if (e instanceof SwitchboardError && e.code === "rate_limited") continue;
+            throw e;
+          }
+        }
+      });
     } catch (e) {
-      if (!(e instanceof SwitchboardError) || (e.code !== "timeout" && e.code !== "disconnected") || this.session.token === null) throw e;
+      const unheard = e instanceof SwitchboardError && (e.code === "timeout" || e.code === "disconnected");
+      if (!unheard || this.session.token === null) throw e;
       this.session.endHere();
       throw new SwitchboardError(e.code, `${e.message}: signed out on this client only; ${NOT_TOLD}`, { request: "logout", cause: e });
     }

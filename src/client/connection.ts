@@ -27,6 +27,7 @@ export interface ConnectionHooks {
 }
 
 interface ReadyWaiter {
+  type: RequestType;
   signIn: boolean;
   resolve(socket: Socket): void;
   reject(error: SwitchboardError): void;
@@ -128,7 +129,7 @@ export class Connection {
       this.connect();
     }
     return new Promise<Socket>((resolve, reject) => {
-      const waiter: ReadyWaiter = { signIn: CONNECTS.has(type), resolve, reject };
+      const waiter: ReadyWaiter = { type, signIn: CONNECTS.has(type), resolve, reject };
       this.readyWaiters.push(waiter);
       const timer = after(deadline - Date.now(), () => {
         this.readyWaiters = this.readyWaiters.filter((w) => w !== waiter);
@@ -169,7 +170,7 @@ export class Connection {
     this.events.emit("signed-out", { reason });
     const waiters = this.readyWaiters;
     this.readyWaiters = waiters.filter((w) => w.signIn);
-    for (const w of waiters) if (!w.signIn) w.reject(new SwitchboardError("signed_out", "the session ended"));
+    for (const w of waiters) if (!w.signIn) w.reject(new SwitchboardError("signed_out", "the session ended", { request: w.type }));
     if (this.readyWaiters.length > 0) this.connect();
   }
 
@@ -191,7 +192,14 @@ export class Connection {
     }
     const socket = new Socket(ws, () => ++this.refs, this.timeoutMs, this.maxInFlight);
     this.socket = socket;
+    // A handshake that gets no answer (a link that drops packets, a captive portal) is
+    // given up after the request timeout: the runtime's own limit can be far longer
+    // (Bun's took 11 s), and requests would wait behind it.
+    const handshake = after(this.timeoutMs, () => {
+      if (socket === this.socket && !socket.ready && ws.readyState === 0) this.drop(socket, "no answer to the WebSocket handshake");
+    });
     ws.onopen = () => {
+      clearTimeout(handshake);
       if (socket === this.socket) void this.restore(socket);
     };
     ws.onmessage = (e) => {
@@ -200,6 +208,7 @@ export class Connection {
       if (event) this.hooks.roomEvent(socket, event);
     };
     ws.onclose = (e) => {
+      clearTimeout(handshake);
       if (socket === this.socket) this.lost(socket, e.code, e.reason);
     };
     ws.onerror = () => {}; // a close event follows
@@ -297,7 +306,7 @@ export class Connection {
     this.setState("closed");
     const waiters = this.readyWaiters;
     this.readyWaiters = [];
-    for (const w of waiters) w.reject(error);
+    for (const w of waiters) w.reject(new SwitchboardError(error.code, error.message, { request: w.type, cause: error.cause }));
     this.hooks.stopped(error);
     this.events.emit("closed", { code, reason });
   }

@@ -65,7 +65,11 @@ export class SwitchboardError extends Error {
     this.request = extra.request;
   }
 
-  /** True for the codes the client produces itself, false for codes the server sent. */
+  /**
+   * True for the client's own codes (`ClientErrorCode`). A protocol code is false even
+   * when the client raised it before sending (a `bad_request` from its own check of
+   * the params, a `not_joined` for a room it has not joined).
+   */
   get fromClient(): boolean {
     return clientCodes.has(this.code);
   }

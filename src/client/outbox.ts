@@ -105,9 +105,14 @@ export class Outbox {
       (e: SwitchboardError) => {
         if (e.code === "too_large") {
           // Refused for its size (close 1009): never stored, and sending it again would
-          // only close the next connection too.
+          // only close the next connection too. An entry from the store (a page reload)
+          // has no caller to tell: the `error` event says which message went.
           if (this.inFlight === entry) this.inFlight = null;
           this.remove(entry);
+          if (!this.waiters.has(entry.nonce)) {
+            const what = `the queued message ${entry.nonce} to ${entry.room} is over the server's frame limit (MAX_FRAME_BYTES): dropped, not sent`;
+            this.events.emit("error", new SwitchboardError("too_large", what, { request: "send" }));
+          }
           this.settle(entry.nonce, (w) => w.reject(e));
           return;
         }
@@ -173,7 +178,8 @@ export class Outbox {
     }
     const all = [...this.waiters.values()].flat();
     this.waiters.clear();
-    for (const w of all) w.reject(error);
+    const forSend = error.request === "send" ? error : new SwitchboardError(error.code, error.message, { request: "send", cause: error.cause });
+    for (const w of all) w.reject(forSend);
   }
 
   /** The socket is gone: the send in flight goes again after the reconnect. */

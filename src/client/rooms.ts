@@ -213,8 +213,8 @@ export class Rooms {
    * `retryAfterMs` has passed: every refused frame adds to the connection's debt, which
    * the hints given before it did not count, so retries timed by their own hints were
    * refused again and again, spending the tokens they waited for (and a flood of them
-   * is closed with 1008). Rejects with the refusal if the socket is replaced meanwhile
-   * (the work is stale).
+   * is closed with 1008). Rejects with `disconnected` if the socket is replaced
+   * meanwhile (the work is stale).
    */
   private async patiently<T>(socket: Socket, request: () => Promise<T>): Promise<T> {
     const refusal = (e: unknown): SwitchboardError | null => {
@@ -233,7 +233,10 @@ export class Rooms {
       const turn = this.retries.then(async () => {
         const wait = this.retryNotBefore - Date.now();
         if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-        if (socket !== this.connection.current) throw last;
+        // Stale: the connection went while this waited its turn (a re-join follows on the next).
+        if (socket !== this.connection.current) {
+          throw new SwitchboardError("disconnected", "the connection was lost before the request was asked again", { request: last.request });
+        }
         return request();
       });
       this.retries = turn.catch(() => {});

@@ -74,8 +74,8 @@ export interface ClientOptions {
   /**
    * Requests written and not yet answered, at most (default 32; an integer, 1 or more).
    * The rest wait their turn; a `rate_limited` answer pauses writing for its
-   * `retryAfterMs` and halves this for the connection. Keep it under twice the
-   * server's `REQUEST_BURST`, or a burst of calls can get the connection closed with 1008.
+   * `retryAfterMs` and halves this for the connection. Below 64, a burst of calls cannot
+   * get the connection closed with 1008, whatever the server's limits.
    */
   maxInFlight?: number;
   /** Messages per `history` page when filling a gap (1..100, default 100). */

@@ -350,6 +350,10 @@ client.on("closed", ({ code, reason }) => {
   ui.chatError.textContent = `Disconnected by the server (${code}${reason ? `: ${reason}` : ""}). Reload the page to connect again.`;
 });
 client.on("error", (e) => {
+  if (e.code === "too_large") {
+    ui.chatError.textContent = "A message written before the page was reloaded is too large for this server: it was not sent.";
+    return;
+  }
   // The server's history no longer continues what this page showed (a database restored
   // from a backup reuses seqs): the page would hide the new messages as seen. Redraw.
   if (e.code !== "history_mismatch" || room === null) return;

@@ -223,7 +223,7 @@ export function createDispatcher(deps: {
      * token like any frame. Two connections sending empty pings as fast as they could
      * (never closed: the frames did not reach the app) kept the core busy and others'
      * pings at p50 91 ms. There is nothing to answer `rate_limited` to, so a client a
-     * whole burst into debt is closed with 1008, as for requests.
+     * whole burst (at least FLOOD_DEBT_MIN) into debt is closed with 1008, as for requests.
      */
     control(ws: Socket): void {
       if (!ws.data.closed) spendToken(ws, performance.now(), true);
@@ -234,7 +234,8 @@ export function createDispatcher(deps: {
    * Every frame takes a token (the send limit comes on top): a flood of cheap requests
    * (pings, invalid frames, joins) would otherwise hold the event loop from everyone
    * else. Past the burst a frame is answered `rate_limited` and adds to a debt; a client
-   * that goes on a whole burst into debt, ignoring `retryAfterMs`, is closed with 1008.
+   * that goes on a whole burst (at least FLOOD_DEBT_MIN) into debt, ignoring
+   * `retryAfterMs`, is closed with 1008.
    * Large replies (history, members) cost their KiB on top (see RequestBudget), so a
    * frame may find the bucket in debt without any flood. A refused frame is only
    * parsed for its `ref` (no schema).
@@ -252,13 +253,13 @@ export function createDispatcher(deps: {
 
   /**
    * Takes a token for a frame (a control frame too) and returns what is left; a
-   * connection that has gone a whole burst into debt is closed with 1008.
+   * connection that has gone a whole burst (at least FLOOD_DEBT_MIN) into debt is closed with 1008.
    */
   function spendToken(ws: Socket, now: number, control: boolean): number {
     const conn = ws.data;
     budget.refill(conn, now);
     conn.requestTokens -= 1;
-    if (conn.requestTokens <= -budget.burst) {
+    if (conn.requestTokens <= -budget.floodDebt) {
       log.info("request_flood", { conn: conn.id, address: conn.address, ...(control ? { control } : {}) });
       outbound.close(ws, CloseCode.policyViolation, "too many requests");
     }

@@ -26,6 +26,15 @@ export function msUntil(tokens: number, level: number, rate: number): number {
 export const BYTES_PER_TOKEN = 1024;
 
 /**
+ * The least debt that closes a connection (see `RequestBudget.floodDebt`): twice the
+ * frames the server holds behind a sign-in. A client with fewer than 64 requests
+ * unanswered at a time, which stops writing at a `rate_limited` until its
+ * `retryAfterMs` (the SDK does), never gets there: its refused frames are fewer than
+ * its window, and replies take at most half a burst.
+ */
+export const FLOOD_DEBT_MIN = 128;
+
+/**
  * A connection's request budget (`Conn.requestTokens`): `rate` tokens a second up to
  * `burst`, refilled by `performance.now()`. Every frame takes one token (the
  * dispatcher), a reply one more per BYTES_PER_TOKEN past its first, and what else the
@@ -35,12 +44,21 @@ export const BYTES_PER_TOKEN = 1024;
  */
 export class RequestBudget {
   private readonly replyFloor: number;
+  /**
+   * The debt at which a connection is closed with 1008: a whole burst, and never less
+   * than FLOOD_DEBT_MIN, so that a client pipelining requests can hear its first
+   * `rate_limited` and stop before it is closed, whatever the configured burst. (With a
+   * burst of 20, a client that had 32 requests unanswered was closed while it still
+   * read the first refusals: each answer that passed let one more go out.)
+   */
+  readonly floodDebt: number;
 
   constructor(
     readonly rate: number,
     readonly burst: number,
   ) {
     this.replyFloor = -burst / 2;
+    this.floodDebt = Math.max(burst, FLOOD_DEBT_MIN);
   }
 
   /** Adds what accrued since the last refill; returns the tokens now. */

@@ -545,3 +545,60 @@ test("close 1009 with no send to blame (a login past the frame limit) stops the 
   expect((await closed).code).toBe(1009);
   expect(a.state).toBe("closed");
 });
+
+test("logout on a client still making its first connection waits for it and revokes the session", async () => {
+  t = await startTestServer();
+  const { token } = await t.signedIn(fast);
+  const a = createClient({ url: t.wsUrl, ...fast, token });
+  cleanups.push(() => a.close());
+  expect(a.state).toBe("connecting");
+  expect(await a.logout()).toEqual({});
+  expect([a.state, a.token]).toEqual(["signed-out", null]);
+  const { client: b } = await t.signedIn(fast);
+  expect((await failure(b.auth({ token }))).code).toBe("unauthorized");
+});
+
+test("logout refused by the request budget is asked again, not left signed in", async () => {
+  t = await startTestServer({ config: { SEND_RATE: 1, SEND_BURST: 5, REQUEST_RATE: 50, REQUEST_BURST: 10 } });
+  const { client: a, token } = await t.signedIn(fast);
+  // Spend the budget: some of these are refused, and so, at first, is the logout.
+  const calls = range(40).map((i) => a.who({ room: `r${i}` }).catch(() => {}));
+  expect(await a.logout()).toEqual({});
+  await Promise.all(calls);
+  expect(t.app.metrics.errors.get("rate_limited")).toBeGreaterThan(0);
+  expect([a.state, a.token]).toEqual(["signed-out", null]);
+  const { client: b } = await t.signedIn(fast);
+  expect((await failure(b.auth({ token }))).code).toBe("unauthorized");
+});
+
+test("a WebSocket handshake that gets no answer is given up after requestTimeoutMs, and retried", async () => {
+  // Accepts TCP connections and never answers the upgrade.
+  const silent = Bun.listen({ hostname: "127.0.0.1", port: 0, socket: { data() {} } });
+  cleanups.push(() => silent.stop(true));
+  const a = createClient({ url: `ws://127.0.0.1:${silent.port}/ws`, ...fast, requestTimeoutMs: 200 });
+  cleanups.push(() => a.close());
+  const started = Date.now();
+  const first = await a.next("reconnecting", () => true, 3000);
+  expect(first).toMatchObject({ code: 4000, reason: "no answer to the WebSocket handshake" });
+  expect(Date.now() - started).toBeLessThan(2000); // Bun's own limit is about 10 s
+  expect((await a.next("reconnecting", () => true, 3000)).attempt).toBe(2);
+});
+
+test("a stored message over the frame limit, sent after a reload, is dropped with an error event that names it", async () => {
+  t = await startTestServer({ config: { MAX_FRAME_BYTES: 1024 } });
+  const { token, username } = await t.signedIn(fast);
+  const big = { nonce: "c-stored-big", room: "talk", body: "é".repeat(600), createdAt: Date.now() };
+  const small = { nonce: "c-stored-small", room: "talk", body: "small", createdAt: Date.now() };
+  const store = memoryStore({ user: username, seqs: { talk: 0 }, outbox: [big, small] });
+  const a = createClient({ url: t.wsUrl, ...fast, token, store });
+  cleanups.push(() => a.close());
+  const dropped = await a.next("error", (e) => e.code === "too_large", 3000);
+  expect(dropped.message).toContain("c-stored-big");
+  expect(dropped.message).toContain("talk");
+  const got = collect(a, "talk");
+  await got.waitFor(1);
+  expect(got.bodies()).toEqual(["small"]);
+  // Its `ok` may come after its message event.
+  if (a.outbox.length > 0) await a.next("outbox", (o) => o.pending.length === 0, 3000);
+  expect(a.outbox).toEqual([]);
+});

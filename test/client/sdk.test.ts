@@ -96,9 +96,14 @@ describe("requests", () => {
     t = await startTestServer();
     const { client } = await t.signedIn(fast);
     await client.join({ room: "lobby" });
+    // The server stops (every connection closed with 1001): a send made now waits in the outbox.
+    void t.app.shutdown();
+    const waitingSend = rejection(client.send({ room: "lobby", body: "waiting" }));
     const closed = client.next("closed");
     client.close();
     expect(await closed).toEqual({ code: 1000, reason: "client closed" });
+    const waiting = await waitingSend;
+    expect([waiting.code, waiting.request]).toEqual(["closed", "send"]);
     expect(client.state).toBe("closed");
     expect((await rejection(client.ping())).code).toBe("closed");
     expect((await rejection(client.send({ room: "lobby", body: "late" }))).code).toBe("closed");
@@ -363,11 +368,12 @@ describe("pacing: requests in flight and rate_limited answers", () => {
     }
   });
 
-  test("a burst of calls against a small request budget: refused ones reject rate_limited, the client stays open (without the window, 1008)", async () => {
+  test("a burst of calls against a small request budget: refused ones reject rate_limited, the client stays open (without the pacing, 1008)", async () => {
     // A budget of 10 requests (SEND_BURST lowered to allow it), refilled at 200 a second.
     t = await startTestServer({ config: { SEND_RATE: 1, SEND_BURST: 5, REQUEST_RATE: 200, REQUEST_BURST: 10 } });
-    const { client: paced } = await t.signedIn({ ...fast, maxInFlight: 8 });
-    const outcomes = await Promise.all(range(80).map((i) => paced.who({ room: `r${i}` }).then(() => "ok", (e: SwitchboardError) => e.code)));
+    // The default window (32) is three times this burst: the server closes only at 128 into debt.
+    const { client: paced } = await t.signedIn(fast);
+    const outcomes = await Promise.all(range(200).map((i) => paced.who({ room: `r${i}` }).then(() => "ok", (e: SwitchboardError) => e.code)));
     expect(outcomes.filter((o) => o !== "ok" && o !== "rate_limited")).toEqual([]);
     expect(outcomes.filter((o) => o === "rate_limited").length).toBeGreaterThan(0);
     expect(paced.state).toBe("open");
@@ -379,10 +385,10 @@ describe("pacing: requests in flight and rate_limited answers", () => {
       expect(await paced.ping()).toEqual({});
     }
 
-    // The other side: a window past twice the burst writes 80 at once, and the server closes with 1008.
-    const { client: unpaced } = await t.signedIn({ ...fast, maxInFlight: 100 });
+    // The other side: a window of 1,000 writes all 200 at once, and the server closes with 1008.
+    const { client: unpaced } = await t.signedIn({ ...fast, maxInFlight: 1000 });
     const closed = unpaced.next("closed");
-    await Promise.all(range(80).map((i) => unpaced.who({ room: `r${i}` }).catch(() => {})));
+    await Promise.all(range(200).map((i) => unpaced.who({ room: `r${i}` }).catch(() => {})));
     expect((await closed).code).toBe(1008);
     expect(unpaced.state).toBe("closed");
   });

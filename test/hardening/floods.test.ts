@@ -82,8 +82,8 @@ test("a member that never reads is closed with 1013 during heavy broadcast; read
   expect(await fresh.request({ type: "ping" })).toMatchObject({ type: "ok" });
 }, 30_000);
 
-test("every request takes a token: past the burst rate_limited (ref echoed, no schema run), a burst more closes with 1008", async () => {
-  // One token a second: nothing refills within the test.
+test("every request takes a token: past the burst rate_limited (ref echoed, no schema run), a burst (at least 128) more closes with 1008", async () => {
+  // One token a second: a fraction of one refills within the test.
   // (Send limits low too: the request bucket is never smaller than twice theirs.)
   t = await startApp({ config: { REQUEST_RATE: 1, REQUEST_BURST: 5, SEND_RATE: 0.5, SEND_BURST: 1 } });
   const flooder = await t.connect();
@@ -96,32 +96,45 @@ test("every request takes a token: past the burst rate_limited (ref echoed, no s
   expect(await flooder.request({ type: "nope", ref: 7 })).toMatchObject({ ref: 7, code: "rate_limited" });
   expect(await flooder.request({ type: "join", ref: 8, room: "BAD" })).toMatchObject({ ref: 8, code: "rate_limited" });
   expect(await flooder.request({ type: "ping", ref: 9 })).toMatchObject({ ref: 9, code: "rate_limited" });
-  // The 10th frame puts it a whole burst (5) into debt (the 11th, if a fraction of a
-  // token refilled meanwhile): closed, with no reply to it.
-  for (let ref = 10; ref < 14; ref++) flooder.sendRaw({ type: "ping", ref });
+  // A burst of 5 is less than FLOOD_DEBT_MIN: the close comes at 128 into debt, not 5, so
+  // that a client with requests in flight can read its first refusal and stop. 127: open.
+  for (let ref = 10; ref < 132; ref++) flooder.sendRaw({ type: "ping", ref });
+  expect(await flooder.request({ type: "ping", ref: 132 })).toMatchObject({ ref: 132, code: "rate_limited" });
+  // The 128th refused (the 129th, if a token refilled meanwhile) closes, unanswered.
+  for (let ref = 133; ref < 137; ref++) flooder.sendRaw({ type: "ping", ref });
   expect(await flooder.closed).toEqual({ code: 1008, reason: "too many requests" });
-  const answered = flooder.frames.filter((f) => typeof f.ref === "number" && f.ref >= 10).map((f) => f.ref);
+  const answered = flooder.frames.filter((f) => typeof f.ref === "number" && f.ref >= 133).map((f) => f.ref);
   expect(answered.length).toBeLessThanOrEqual(1);
   // Others have their own buckets.
   expect(await other.request({ type: "ping", ref: 1 })).toEqual({ type: "ok", ref: 1 });
 });
 
-test("ping and pong frames take a token too: Bun answers the pings, and a burst into debt closes with 1008", async () => {
-  // One token a second: nothing refills within the test.
+test("with a burst above 128, the close comes a whole burst into debt", async () => {
+  t = await startApp({ config: { REQUEST_RATE: 1, REQUEST_BURST: 200, SEND_RATE: 0.5, SEND_BURST: 1 } });
+  const flooder = await t.connect();
+  // 200 pass, then 199 refused: open.
+  for (let ref = 0; ref < 398; ref++) flooder.sendRaw({ type: "ping", ref });
+  expect(await flooder.request({ type: "ping", ref: 398 })).toMatchObject({ ref: 398, code: "rate_limited" });
+  expect(flooder.frames.filter((f) => f.type === "ok")).toHaveLength(200);
+  for (let ref = 399; ref < 402; ref++) flooder.sendRaw({ type: "ping", ref });
+  expect(await flooder.closed).toEqual({ code: 1008, reason: "too many requests" });
+});
+
+test("ping and pong frames take a token too: Bun answers the pings, and a burst (at least 128) into debt closes with 1008", async () => {
+  // One token a second: a fraction of one refills within the test.
   t = await startApp({ config: { REQUEST_RATE: 1, REQUEST_BURST: 5, SEND_RATE: 0.5, SEND_BURST: 1 } });
   const raw = await RawWs.open(t.port);
-  // 5 tokens, then 3 into debt: still open, each ping answered by Bun with a pong.
-  for (let i = 0; i < 7; i++) raw.frame({ opcode: Opcode.ping, payload: `p${i}` });
+  // 5 tokens, then 126 into debt: still open, each ping answered by Bun with a pong.
+  for (let i = 0; i < 130; i++) raw.frame({ opcode: Opcode.ping, payload: `p${i}` });
   raw.frame({ opcode: Opcode.pong, payload: "" });
-  const pong = await raw.next((f) => f.opcode === Opcode.pong && f.payload.toString() === "p6");
-  expect(pong.payload.toString()).toBe("p6");
+  const pong = await raw.next((f) => f.opcode === Opcode.pong && f.payload.toString() === "p129");
+  expect(pong.payload.toString()).toBe("p129");
   expect(raw.closeReceived).toBeNull();
-  // A text request meanwhile (-4) is answered rate_limited, not run.
+  // A text request meanwhile (-127) is answered rate_limited, not run.
   raw.text({ type: "ping", ref: 1 });
   expect(await raw.reply(1)).toMatchObject({ code: "rate_limited" });
   expect(raw.closeReceived).toBeNull();
-  // One more control frame: -5, a whole burst into debt (or one more, if a fraction of a
-  // token refilled meanwhile).
+  // One more control frame: -128 (or one more, if a token refilled meanwhile).
   raw.frame({ opcode: Opcode.ping, payload: "last" });
   raw.frame({ opcode: Opcode.ping, payload: "last" });
   expect(await raw.end()).toMatchObject({ code: 1008, reason: "too many requests" });
