@@ -202,20 +202,12 @@ export class SwitchboardClient {
     }
     try {
       return await this.withDeadline("logout", options, async (deadline) => {
-        for (;;) {
-          const socket = await this.connection.whenReady("logout", deadline);
-          const wasSignedIn = socket.signedIn;
-          try {
-            const result = await socket.request("logout", params, deadline - Date.now());
-            this.session.afterCall(socket, "logout", params, result, wasSignedIn);
-            return result;
-          } catch (e) {
-            // Refused by the request budget: asked again, held by the socket until the
-            // refusal's retryAfterMs (the one request a user expects to go through).
-            if (e instanceof SwitchboardError && e.code === "rate_limited") continue;
-            throw e;
-          }
-        }
+        const socket = await this.connection.whenReady("logout", deadline);
+        const wasSignedIn = socket.signedIn;
+        // Refused by the request budget: asked again (the one request a user expects to go through).
+        const result = await socket.requestUntilAccepted("logout", params, deadline - Date.now());
+        this.session.afterCall(socket, "logout", params, result, wasSignedIn);
+        return result;
       });
     } catch (e) {
       const unheard = e instanceof SwitchboardError && (e.code === "timeout" || e.code === "disconnected");

@@ -16,10 +16,6 @@ import type { ClientEvents } from "./types.ts";
 export class Rooms {
   private readonly feeds = new Map<string, RoomFeed>();
   private readonly pageSize: number;
-  /** The chain of retries of refused requests, run one at a time (see `patiently`). */
-  private retries: Promise<unknown> = Promise.resolve();
-  /** No retry before this instant (ms): the latest refusal's hint. */
-  private retryNotBefore = 0;
 
   constructor(
     historyPageSize: number | undefined,
@@ -171,7 +167,9 @@ export class Rooms {
     feed.phase = "joining";
     const generation = feed.generation;
     const since = feed.lastDelivered ?? undefined;
-    const joining = this.patiently(socket, () => socket.request("join", since === undefined ? { room: feed.room } : { room: feed.room, since }));
+    // A re-join of many rooms, each with a catch-up to replay, can spend the request
+    // budget: a join refused for it must not stop following the room.
+    const joining = socket.requestUntilAccepted("join", since === undefined ? { room: feed.room } : { room: feed.room, since });
     feed.joining = joining;
     joining.catch(() => {}); // awaited by whoever asked; the rejection is handled below
     let result: ResultOf<"join">;
@@ -205,56 +203,13 @@ export class Rooms {
     if (fillTo !== null) await this.fill(socket, feed, fillTo);
   }
 
-  /**
-   * `request()`, made again after `retryAfterMs` while the server answers `rate_limited`
-   * on this socket: a re-join of many rooms, each with a catch-up to replay, can spend a
-   * connection's request budget, and a join refused for it must not stop following the
-   * room. Retries go one at a time, in turn, each once the latest refusal's
-   * `retryAfterMs` has passed: every refused frame adds to the connection's debt, which
-   * the hints given before it did not count, so retries timed by their own hints were
-   * refused again and again, spending the tokens they waited for (and a flood of them
-   * is closed with 1008). Rejects with `disconnected` if the socket is replaced
-   * meanwhile (the work is stale).
-   */
-  private async patiently<T>(socket: Socket, request: () => Promise<T>): Promise<T> {
-    const refusal = (e: unknown): SwitchboardError | null => {
-      if (!(e instanceof SwitchboardError) || e.code !== "rate_limited" || socket !== this.connection.current) return null;
-      this.retryNotBefore = Math.max(this.retryNotBefore, Date.now() + (e.retryAfterMs ?? 1000));
-      return e;
-    };
-    let refused: SwitchboardError | null;
-    try {
-      return await request();
-    } catch (e) {
-      if (!(refused = refusal(e))) throw e;
-    }
-    for (;;) {
-      const last = refused;
-      const turn = this.retries.then(async () => {
-        const wait = this.retryNotBefore - Date.now();
-        if (wait > 0) await new Promise((resolve) => setTimeout(resolve, wait));
-        // Stale: the connection went while this waited its turn (a re-join follows on the next).
-        if (socket !== this.connection.current) {
-          throw new SwitchboardError("disconnected", "the connection was lost before the request was asked again", { request: last.request });
-        }
-        return request();
-      });
-      this.retries = turn.catch(() => {});
-      try {
-        return await turn;
-      } catch (e) {
-        if (!(refused = refusal(e))) throw e;
-      }
-    }
-  }
-
   /** Reads `history` forward from the last delivered seq up to `target`, then delivers held messages. */
   private async fill(socket: Socket, feed: RoomFeed, target: number): Promise<void> {
     const generation = feed.generation;
     for (;;) {
       while (feed.lastDelivered !== null && feed.lastDelivered < target) {
         const before = Math.min(feed.lastDelivered + this.pageSize + 1, target + 1);
-        const page = await this.patiently(socket, () => socket.request("history", { room: feed.room, before, limit: this.pageSize }));
+        const page = await socket.requestUntilAccepted("history", { room: feed.room, before, limit: this.pageSize });
         if (this.stale(socket, feed, generation)) return;
         if (!feed.fillPage(page.messages)) {
           this.events.emit(

@@ -86,6 +86,22 @@ export class Socket {
     });
   }
 
+  /**
+   * `request`, asked again each time the request budget refuses it (`rate_limited`):
+   * the socket holds every request until the refusal's `retryAfterMs`, with its window
+   * halved, so the retries cannot flood it. Rejects with anything else, `disconnected`
+   * once the socket is gone. Not for sign-ins and sends, which have limits of their own.
+   */
+  async requestUntilAccepted<T extends RequestType>(type: T, params: object, timeoutMs: number = this.timeoutMs): Promise<ResultOf<T>> {
+    for (;;) {
+      try {
+        return await this.request(type, params, timeoutMs);
+      } catch (e) {
+        if (!(e instanceof SwitchboardError) || e.code !== "rate_limited" || OWN_LIMITS.has(type)) throw e;
+      }
+    }
+  }
+
   /** Writes waiting requests while the window has room and no `rate_limited` pause runs. */
   private writeQueued(): void {
     // Not once a close frame came in: the close event rejects what is left, as never written.
