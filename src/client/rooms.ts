@@ -73,7 +73,7 @@ export class Rooms {
       return feed.lastJoin;
     }
     // Already followed: a plain join answers with fresh members and changes nothing.
-    return socket.request("join", { room: feed.room }, deadline - Date.now());
+    return socket.requestUntilAccepted("join", { room: feed.room }, deadline - Date.now());
   }
 
   /**
