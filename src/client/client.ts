@@ -11,7 +11,7 @@ import { after, checkTimeout } from "./timeouts.ts";
 import type { CallOptions, ClientEvents, ClientOptions, ConnectionState } from "./types.ts";
 
 /** What a sign-out the server did not hear of leaves behind. */
-const NOT_TOLD = "the server may not know, and then the session stays valid until it expires (or a sign-in and a logout with all: true)";
+const NOT_TOLD = "the server may not know: the client ends the session on its next connection (connect(), or a sign-in), and until then it stays valid";
 
 /**
  * A Switchboard connection that survives network loss: typed requests, exactly-once
@@ -29,6 +29,7 @@ export class SwitchboardClient {
   constructor(readonly options: ClientOptions) {
     this.connection = new Connection(options, this.events, {
       token: () => this.session.token,
+      revokeLeftover: (socket) => this.session.revokeLeftover(socket),
       user: () => this.session.user,
       signedIn: (socket, user) => this.session.signedIn(socket, user, []),
       signOut: (reason) => this.session.signOut(reason),
@@ -184,8 +185,8 @@ export class SwitchboardClient {
    * reconnecting, and when the `logout` is not answered in time (`timeout`) or its
    * connection drops (`disconnected`); it then rejects with that code (token, rooms and
    * outbox forgotten, `signed-out` all the same). The server may not have revoked the
-   * session then: it stays valid until it expires, or until the user signs in again and
-   * logs out with `all: true`. A refusal by the request budget is asked again.
+   * session then: the client ends it on its next connection (`connect()`, or a sign-in
+   * request), before anything else. A refusal by the request budget is asked again.
    *
    * @example
    * await client.logout();
@@ -197,7 +198,7 @@ export class SwitchboardClient {
     // Reconnecting: the server is known to be out of reach right now. (A first
     // connection still being made is waited for, as for any request.)
     if (this.session.token !== null && this.connection.state === "reconnecting") {
-      this.session.endHere();
+      this.session.endHere({ all: params.all === true });
       throw new SwitchboardError("disconnected", `not connected: signed out on this client only; ${NOT_TOLD}`, { request: "logout" });
     }
     try {
@@ -212,7 +213,7 @@ export class SwitchboardClient {
     } catch (e) {
       const unheard = e instanceof SwitchboardError && (e.code === "timeout" || e.code === "disconnected");
       if (!unheard || this.session.token === null) throw e;
-      this.session.endHere();
+      this.session.endHere({ all: params.all === true });
       throw new SwitchboardError(e.code, `${e.message}: signed out on this client only; ${NOT_TOLD}`, { request: "logout", cause: e });
     }
   }

@@ -10,6 +10,8 @@ import type { ClientEvents, ClientOptions, ConnectionState, WebSocketConstructor
 export interface ConnectionHooks {
   /** The session token to sign in with on a new socket, or null. */
   token(): string | null;
+  /** A new socket is open: end, first, a session whose `logout` the server did not hear. */
+  revokeLeftover(socket: Socket): Promise<void>;
   /** The signed-in user, for the `open` event. */
   user(): User | null;
   /** A new socket signed in with the token: resolves when the rooms are joined again. */
@@ -217,6 +219,8 @@ export class Connection {
   /** After (re)connecting: sign in with the token, re-join the rooms, then open the gates. */
   private async restore(socket: Socket): Promise<void> {
     try {
+      await this.hooks.revokeLeftover(socket);
+      if (socket !== this.socket) return;
       const token = this.hooks.token();
       if (token !== null) {
         let user: User;

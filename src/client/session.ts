@@ -14,6 +14,12 @@ const SIGN_IN: ReadonlySet<RequestType> = new Set(["signup", "login", "auth"]);
 export class Session {
   token: string | null;
   user: User | null = null;
+  /**
+   * A session this client signed out of without the server hearing of it (a `logout`
+   * while reconnecting, unanswered or cut off): ended on the next connection, before
+   * anything else. In memory only.
+   */
+  private unrevoked: { token: string; all: boolean } | null = null;
 
   constructor(
     token: string | null,
@@ -39,8 +45,13 @@ export class Session {
     }
   }
 
-  /** Signs out on this client: the store, the outbox, the rooms and the token are forgotten. */
-  endHere(): void {
+  /**
+   * Signs out on this client: the store, the outbox, the rooms and the token are
+   * forgotten. `unheard`: the server did not answer the `logout` (its `all` given), so
+   * the next connection ends the session first (see `revokeLeftover`).
+   */
+  endHere(unheard?: { all: boolean }): void {
+    if (unheard && this.token !== null) this.unrevoked = { token: this.token, all: unheard.all };
     this.saved.reset();
     this.saved.save(true);
     this.outbox.rejectAll(new SwitchboardError("signed_out", "signed out before the message was sent", { request: "send" }));
@@ -64,6 +75,26 @@ export class Session {
     this.saved.state.user = user.username;
     this.saved.save(true);
     await this.rooms.rejoin(socket, rejoin);
+  }
+
+  /**
+   * Ends the session left over from an unheard `logout` on `socket`, which is new and not
+   * signed in: `auth` with its token, then `logout`. A token the server refuses was
+   * ended already (revoked, or expired). Any other failure keeps it for the next
+   * connection; if the socket may be left signed in as that session (the `auth` passed,
+   * the `logout` did not), the failure is thrown, and the socket is dropped.
+   */
+  async revokeLeftover(socket: Socket): Promise<void> {
+    const leftover = this.unrevoked;
+    if (leftover === null) return;
+    try {
+      await socket.request("auth", { token: leftover.token });
+    } catch (e) {
+      if (e instanceof SwitchboardError && e.code === "unauthorized" && this.unrevoked === leftover) this.unrevoked = null;
+      return;
+    }
+    await socket.requestUntilAccepted("logout", leftover.all ? { all: true } : {});
+    if (this.unrevoked === leftover) this.unrevoked = null;
   }
 
   /** The session ended: no reconnect loop until a sign-in request (or `connect()`). */

@@ -424,7 +424,7 @@ ui.signOut.addEventListener("click", async () => {
   } catch (e) {
     // The client signs out here all the same; say what the server may not know.
     if (e instanceof SwitchboardError && (e.code === "timeout" || e.code === "disconnected")) {
-      ui.authError.textContent = "Signed out on this device. The server could not be reached, so the session may stay valid until it expires.";
+      ui.authError.textContent = "Signed out on this device. The server could not be reached: the session is ended there once this page reconnects.";
     }
   }
   localStorage.removeItem(TOKEN_KEY);

@@ -497,6 +497,21 @@ test("logout while the connection is down signs out here at once (disconnected: 
   const { client: b } = await t.signedIn(fast);
   expect((await b.history({ room: "talk" })).messages).toEqual([]);
   expect((await b.auth({ token })).user.username).toBeString();
+  // Connected again (here by connect(); a sign-in request does it too), the client ends
+  // that session first: b, signed in with it, is closed with 4001.
+  const revoked = b.next("signed-out");
+  const opened = a.next("open");
+  a.connect();
+  expect(await opened).toEqual({ user: null });
+  expect(await revoked).toEqual({ reason: "revoked" });
+  const { client: c } = await t.signedIn(fast);
+  expect((await failure(c.auth({ token }))).code).toBe("unauthorized");
+  // Once: another connection does not try again.
+  const authsBefore = t.app.metrics.requests.get("auth") ?? 0;
+  const reopened = a.next("open");
+  proxy!.cut();
+  await reopened;
+  expect(t.app.metrics.requests.get("auth") ?? 0).toBe(authsBefore);
 });
 
 test("logout unanswered (timeout) signs out here too; answered, it revokes the session", async () => {
@@ -601,4 +616,27 @@ test("a stored message over the frame limit, sent after a reload, is dropped wit
   // Its `ok` may come after its message event.
   if (a.outbox.length > 0) await a.next("outbox", (o) => o.pending.length === 0, 3000);
   expect(a.outbox).toEqual([]);
+});
+
+test("a left-over session ended elsewhere meanwhile: the next connection's auth is refused, and nothing more is tried", async () => {
+  t = await startTestServer();
+  const { client: a, token } = await viaProxy("talk");
+  await cutAndRefuse(a);
+  expect((await failure(a.logout())).code).toBe("disconnected");
+  // Ended from another client before `a` is back.
+  const { client: b } = await t.signedIn(fast);
+  await b.auth({ token });
+  await b.logout();
+  proxy!.refuse = false;
+  const authsBefore = t.app.metrics.requests.get("auth") ?? 0;
+  const opened = a.next("open");
+  a.connect();
+  expect(await opened).toEqual({ user: null });
+  expect(t.app.metrics.requests.get("auth")).toBe(authsBefore + 1);
+  expect(t.app.metrics.errors.get("unauthorized")).toBeGreaterThan(0);
+  const reopened = a.next("open");
+  proxy!.cut();
+  await reopened;
+  expect(t.app.metrics.requests.get("auth")).toBe(authsBefore + 1);
+  expect(a.state).toBe("open");
 });

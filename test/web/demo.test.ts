@@ -351,6 +351,7 @@ test.skipIf(!RUN)(
     await page.locator("#status", { hasText: "Reconnecting" }).waitFor();
     await say(page, "queued before the sign-out");
     await page.locator("#pending li", { hasText: "queued before the sign-out" }).waitFor();
+    const token = await page.evaluate(() => localStorage.getItem("switchboard.token"));
     await page.getByRole("button", { name: "Sign out" }).click();
     // At once, not after a request timeout.
     await page.locator("#auth").waitFor({ timeout: 2000 });
@@ -364,6 +365,8 @@ test.skipIf(!RUN)(
     expect(await page.locator("#me").isVisible()).toBe(false);
     const { client } = await t.signedIn();
     expect((await client.history({ room: "leaving" })).messages.map((m) => m.body)).toEqual(["before"]);
+    // And the session the server had not heard the sign-out of was ended on reconnecting.
+    expect(await client.auth({ token: token! }).then(() => "valid", (e: { code: string }) => e.code)).toBe("unauthorized");
     await context.close();
   },
   20_000,
