@@ -141,15 +141,20 @@ function readFlags(argv: readonly string[]): { values: Partial<Record<SettingNam
 export function loadConfig(
   env: Record<string, string | undefined>,
   argv: readonly string[] = [],
+  /** Where `env` came from, for messages. */
+  envName = "the environment or .env",
 ): { config: Config; rest: string[] } {
   const { values, rest } = readFlags(argv);
   const out: Record<string, unknown> = {};
   for (const [name, def] of Object.entries(settings)) {
-    const raw = values[name as SettingName] ?? env[name] ?? def.default;
+    const flag = values[name as SettingName];
+    const raw = flag ?? env[name] ?? def.default;
     const parsed = (def.schema as z.ZodType).safeParse(raw.trim());
     if (!parsed.success) {
       const why = parsed.error.issues[0]?.message ?? "invalid";
-      throw new ConfigError(`${name}: ${why} (got ${JSON.stringify(raw)})`);
+      // Where to fix it: the flag, or the environment (Bun loads a .env file into it).
+      const from = flag !== undefined ? flagName(name) : env[name] !== undefined ? envName : "the default";
+      throw new ConfigError(`${name}: ${why} (got ${JSON.stringify(raw)} from ${from})`);
     }
     out[name] = parsed.data;
   }
@@ -182,7 +187,7 @@ export function defaultConfig(overrides: Partial<Config> = {}): Config {
   for (const [name, value] of Object.entries(overrides)) {
     if (Object.hasOwn(settings, name) && typeof value === "string") asText[name] = value;
   }
-  return { ...loadConfig(asText).config, ...overrides };
+  return { ...loadConfig(asText, [], "the overrides").config, ...overrides };
 }
 
 export function settingsHelp(): string {

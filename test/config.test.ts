@@ -68,7 +68,8 @@ test("every setting has a flag", () => {
 });
 
 const bad: Array<[Record<string, string>, string[], RegExp]> = [
-  [{ PORT: "eighty" }, [], /^PORT: must be a whole number \(got "eighty"\)$/],
+  [{ PORT: "eighty" }, [], /^PORT: must be a whole number \(got "eighty" from the environment or \.env\)$/],
+  [{ PORT: "8081" }, ["--port", "eighty"], /^PORT: must be a whole number \(got "eighty" from --port\)$/],
   [{ PORT: "65536" }, [], /^PORT: /],
   [{ PORT: "-1" }, [], /^PORT: /],
   [{ DB_SYNC: "OFF" }, [], /^DB_SYNC: /],
@@ -103,5 +104,5 @@ test("a bad setting makes the server print one line and exit 1, with no stack tr
   });
   expect(await proc.exited).toBe(1);
   const err = await new Response(proc.stderr).text();
-  expect(err).toBe('switchboard: PORT: must be a whole number (got "eighty")\n');
+  expect(err).toBe('switchboard: PORT: must be a whole number (got "eighty" from the environment or .env)\n');
 });
