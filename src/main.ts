@@ -72,6 +72,29 @@ function openOrFail(config: Config): Store {
   }
 }
 
+function cannotListen(config: Config, e: unknown): never {
+  // An address this machine does not have, or a name it cannot resolve (EINVAL, or
+  // ENOTFOUND from getaddrinfo; Bun.listen, the probe, gives no code at all for a name),
+  // is the host's fault; a port in use or privileged, the port's.
+  const code = (e as { code?: string }).code;
+  const setting = code === undefined || code === "EADDRNOTAVAIL" || code === "EINVAL" || code === "ENOTFOUND" ? "HOST" : "PORT";
+  fail(`${setting}: cannot listen on ${config.HOST}:${config.PORT}: ${reason(e)}`);
+}
+
+/**
+ * Fails before the database is touched if the address cannot be listened on: a start on
+ * a port in use with a new DB_PATH created and migrated the database (and its folder and
+ * lock) first, then failed. A port taken between this probe and the real listen still
+ * fails there, with the same message.
+ */
+function probeListen(config: Config): void {
+  try {
+    Bun.listen({ hostname: config.HOST, port: config.PORT, socket: { data() {} } }).stop(true);
+  } catch (e) {
+    cannotListen(config, e);
+  }
+}
+
 function cannotOpen(config: Config, e: unknown): never {
   // A failed start as another user can leave a -shm with the file's mode behind, which
   // refuses writes after the file itself is fixed: say where to look.
@@ -116,6 +139,7 @@ async function serve(config: Config): Promise<void> {
   } catch {
     fail(`cannot load the argon2 native module: TMPDIR (${process.env.TMPDIR || "/tmp"}) must exist, be writable and allow executing files (not noexec)`);
   }
+  probeListen(config);
   lockOrFail(config);
   const store = openOrFail(config);
   const app = createServer({
@@ -130,11 +154,7 @@ async function serve(config: Config): Promise<void> {
   try {
     server = app.listen();
   } catch (e) {
-    // An address this machine does not have, or a name it cannot resolve (EINVAL, or
-    // ENOTFOUND from getaddrinfo), is the host's fault; a port in use or privileged, the port's.
-    const code = (e as { code?: string }).code;
-    const setting = code === "EADDRNOTAVAIL" || code === "EINVAL" || code === "ENOTFOUND" ? "HOST" : "PORT";
-    fail(`${setting}: cannot listen on ${config.HOST}:${config.PORT}: ${reason(e)}`);
+    cannotListen(config, e); // taken since the probe
   }
 
   let stopping = false;

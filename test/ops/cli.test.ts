@@ -64,14 +64,18 @@ test("a port in use and an unopenable database are one-line errors naming the se
     const inUse = await runOnce(dir, ["--port", String(busy.port), "--host", "127.0.0.1"]);
     expect(inUse.code).toBe(1);
     expect(inUse.stderr).toMatch(/^switchboard: PORT: cannot listen on 127\.0\.0\.1:\d+: [^\n]*\n$/);
+    // Found before the database: no data/ folder, no new database, no lock.
+    expect(readdirSync(dir)).toEqual(["switchboard"]);
   } finally {
     busy.stop(true);
   }
   // An address the machine does not have (TEST-NET-1), or a name that cannot resolve (.invalid): the host's fault, not the port's.
   for (const host of ["192.0.2.1", "name.invalid", "not_a_host"]) {
-    const badHost = await runOnce(emptyFolderWithBinary(), ["--port", "0", "--host", host]);
+    const hostDir = emptyFolderWithBinary();
+    const badHost = await runOnce(hostDir, ["--port", "0", "--host", host]);
     expect(badHost.code).toBe(1);
     expect(badHost.stderr).toMatch(new RegExp(`^switchboard: HOST: cannot listen on ${host.replaceAll(".", "\\.")}:0: [^\n]*\n$`));
+    expect(readdirSync(hostDir)).toEqual(["switchboard"]);
   }
   // Held by another Switchboard (Bun's production mode would share the port with SO_REUSEPORT).
   const first = await Instance.start(emptyFolderWithBinary());
