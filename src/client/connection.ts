@@ -198,7 +198,7 @@ export class Connection {
     // given up after the request timeout: the runtime's own limit can be far longer
     // (Bun's took 11 s), and requests would wait behind it.
     const handshake = after(this.timeoutMs, () => {
-      if (socket === this.socket && !socket.ready && ws.readyState === 0) this.drop(socket, "no answer to the WebSocket handshake");
+      if (socket === this.socket && ws.readyState === 0) this.drop(socket, "no answer to the WebSocket handshake"); // 0: still CONNECTING
     });
     ws.onopen = () => {
       clearTimeout(handshake);
@@ -310,7 +310,7 @@ export class Connection {
     this.setState("closed");
     const waiters = this.readyWaiters;
     this.readyWaiters = [];
-    for (const w of waiters) w.reject(new SwitchboardError(error.code, error.message, { request: w.type, cause: error.cause }));
+    for (const w of waiters) w.reject(error.forRequest(w.type));
     this.hooks.stopped(error);
     this.events.emit("closed", { code, reason });
   }

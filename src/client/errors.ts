@@ -65,6 +65,12 @@ export class SwitchboardError extends Error {
     this.request = extra.request;
   }
 
+  /** This error as the answer to a `request` of that type (a copy, unless it already is one). */
+  forRequest(request: RequestType): SwitchboardError {
+    if (this.request === request) return this;
+    return new SwitchboardError(this.code, this.message, { retryAfterMs: this.retryAfterMs, issues: this.issues, request, cause: this.cause });
+  }
+
   /**
    * True for the client's own codes (`ClientErrorCode`). A protocol code is false even
    * when the client raised it before sending (a `bad_request` from its own check of

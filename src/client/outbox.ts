@@ -178,7 +178,7 @@ export class Outbox {
     }
     const all = [...this.waiters.values()].flat();
     this.waiters.clear();
-    const forSend = error.request === "send" ? error : new SwitchboardError(error.code, error.message, { request: "send", cause: error.cause });
+    const forSend = error.forRequest("send");
     for (const w of all) w.reject(forSend);
   }
 
