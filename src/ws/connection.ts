@@ -20,7 +20,7 @@ export interface Conn {
   /** Request token bucket (every frame), refilled by performance.now(); below 0 it is debt. */
   requestTokens: number;
   requestRefilledAt: number;
-  /** Frames that arrived while an earlier sign-in was still hashing; run in order after it. */
+  /** Frames that arrived while an earlier sign-in was still hashing; run in order after it (at most MAX_PENDING). */
   pending: Array<{ request: Request; arrivedAt: number }> | null;
   busy: boolean;
   closed: boolean;
@@ -29,6 +29,9 @@ export interface Conn {
 }
 
 export type Socket = ServerWebSocket<Conn>;
+
+/** Frames a connection may have waiting behind a sign-in (`Conn.pending`); more are refused `rate_limited`. */
+export const MAX_PENDING = 64;
 
 let nextId = 1;
 

@@ -12,7 +12,7 @@ import {
   type RequestType,
   type ResultOf,
 } from "../protocol/index.ts";
-import type { Socket } from "./connection.ts";
+import { MAX_PENDING, type Socket } from "./connection.ts";
 import type { Outbound } from "./outbound.ts";
 import type { RequestBudget } from "./request-budget.ts";
 
@@ -44,9 +44,6 @@ export type Handler<K extends RequestType> = (
   request: RequestOf<K>,
 ) => ResultOf<K> | Promise<ResultOf<K>> | typeof LATER;
 export type Handlers = { [K in RequestType]: Handler<K> };
-
-/** Frames a connection may have waiting behind a sign-in. */
-const MAX_PENDING = 64;
 
 /** `{"type":"ok","ref":..., ...result}`, without copying `result` into a new object first (it is on every send). */
 function okFrame(ref: Ref | undefined, result: object): string {

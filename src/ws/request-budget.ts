@@ -1,4 +1,4 @@
-import type { Conn } from "./connection.ts";
+import { MAX_PENDING, type Conn } from "./connection.ts";
 
 /**
  * A token bucket's tokens at `now`: `tokens` at `since`, refilled at `rate` a second up
@@ -27,12 +27,12 @@ export const BYTES_PER_TOKEN = 1024;
 
 /**
  * The least debt that closes a connection (see `RequestBudget.floodDebt`): twice the
- * frames the server holds behind a sign-in. A client with fewer than 64 requests
+ * frames the server holds behind a sign-in (MAX_PENDING). A client with fewer than MAX_PENDING requests
  * unanswered at a time, which stops writing at a `rate_limited` until its
  * `retryAfterMs` (the SDK does), never gets there: its refused frames are fewer than
  * its window, and replies take at most half a burst.
  */
-export const FLOOD_DEBT_MIN = 128;
+export const FLOOD_DEBT_MIN = 2 * MAX_PENDING;
 
 /**
  * A connection's request budget (`Conn.requestTokens`): `rate` tokens a second up to
