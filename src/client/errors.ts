@@ -29,44 +29,74 @@ const clientCodes: ReadonlySet<string> = new Set<ClientErrorCode>([
   "too_large",
 ]);
 
+/** What `retryAfterMs` is when a `rate_limited` answer does not say (PROTOCOL.md makes it optional). */
+export const DEFAULT_RETRY_AFTER_MS = 1000;
+
+/** `retryAfterMs` is a number with `rate_limited`, and absent with every other code. */
+type RetryAfter<C extends SwitchboardErrorCode> = C extends "rate_limited" ? number : undefined;
+
+/**
+ * A `SwitchboardError` with one of the codes `K`, as a union by code, so that a
+ * `switch (e.code)` or an `if (e.code === ...)` narrows it (`SwitchboardError.is` gives one).
+ */
+export type SwitchboardErrorOf<K extends SwitchboardErrorCode = SwitchboardErrorCode> = K extends SwitchboardErrorCode
+  ? SwitchboardError<K>
+  : never;
+
 /**
  * Why a request failed (or what went wrong in the background, on the `error` event).
- * Branch on `code`; `message` is for people.
+ * Branch on `code` (`SwitchboardError.is` narrows by it); `message` is for people.
  *
  * @example
  * try {
  *   await client.signup({ username: "ada", password: "correct horse battery" });
  * } catch (e) {
- *   if (e instanceof SwitchboardError && e.code === "username_taken") askForAnotherName();
- *   else if (e instanceof SwitchboardError && e.code === "rate_limited") retryIn(e.retryAfterMs);
+ *   if (SwitchboardError.is(e, "username_taken")) askForAnotherName();
+ *   else if (SwitchboardError.is(e, "rate_limited")) retryIn(e.retryAfterMs); // a number
  *   else throw e;
  * }
  */
-export class SwitchboardError extends Error {
+export class SwitchboardError<C extends SwitchboardErrorCode = SwitchboardErrorCode> extends Error {
   override readonly name = "SwitchboardError";
   /** The protocol's error code, or one of the client's own (`ClientErrorCode`). */
-  readonly code: SwitchboardErrorCode;
-  /** With `rate_limited`: how long to wait before trying again. */
-  readonly retryAfterMs: number | undefined;
+  readonly code: C;
+  /**
+   * With `rate_limited` (and only then): how long to wait before trying again, in ms.
+   * The server's hint, or DEFAULT_RETRY_AFTER_MS when its answer gave none.
+   */
+  readonly retryAfterMs: RetryAfter<C>;
   /** With `bad_request` (and `invalid_frame`): each failing field as `{path, message}`. */
   readonly issues: Issue[] | undefined;
   /** The request type that failed, when the error answers a request. */
   readonly request: RequestType | undefined;
 
   constructor(
-    code: SwitchboardErrorCode,
+    code: C,
     message: string,
     extra: { retryAfterMs?: number | undefined; issues?: Issue[] | undefined; request?: RequestType | undefined; cause?: unknown } = {},
   ) {
     super(message, extra.cause === undefined ? undefined : { cause: extra.cause });
     this.code = code;
-    this.retryAfterMs = extra.retryAfterMs;
+    this.retryAfterMs = (code === "rate_limited" ? (extra.retryAfterMs ?? DEFAULT_RETRY_AFTER_MS) : undefined) as RetryAfter<C>;
     this.issues = extra.issues;
     this.request = extra.request;
   }
 
+  /**
+   * Whether `error` is a `SwitchboardError` with one of `codes` (with none, any code),
+   * typed so that its code narrows it: after `SwitchboardError.is(e, "rate_limited")`,
+   * or in `case "rate_limited":` of a `switch (e.code)` after `SwitchboardError.is(e)`,
+   * `e.retryAfterMs` is a `number`. (`instanceof` alone does not narrow by code.)
+   *
+   * @example
+   * if (SwitchboardError.is(e, "timeout", "disconnected")) showMaybeSent();
+   */
+  static is<K extends SwitchboardErrorCode = SwitchboardErrorCode>(error: unknown, ...codes: K[]): error is SwitchboardErrorOf<K> {
+    return error instanceof SwitchboardError && (codes.length === 0 || (codes as SwitchboardErrorCode[]).includes(error.code));
+  }
+
   /** This error as the answer to a `request` of that type (a copy, unless it already is one). */
-  forRequest(request: RequestType): SwitchboardError {
+  forRequest(request: RequestType): SwitchboardError<C> {
     if (this.request === request) return this;
     return new SwitchboardError(this.code, this.message, { retryAfterMs: this.retryAfterMs, issues: this.issues, request, cause: this.cause });
   }

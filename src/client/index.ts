@@ -14,7 +14,7 @@
  */
 export { createClient, SwitchboardClient } from "./client.ts";
 export type { CallOptions, ClientEvents, ClientOptions, ConnectionState, WebSocketConstructor, WebSocketLike } from "./types.ts";
-export { SwitchboardError, type ClientErrorCode, type SwitchboardErrorCode } from "./errors.ts";
+export { DEFAULT_RETRY_AFTER_MS, SwitchboardError, type ClientErrorCode, type SwitchboardErrorCode, type SwitchboardErrorOf } from "./errors.ts";
 export {
   localStorageStore,
   memoryStore,

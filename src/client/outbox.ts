@@ -134,11 +134,11 @@ export class Outbox {
           this.connection.drop(socket, "a send was not answered");
           return;
         }
-        if (e.code === "rate_limited") {
+        if (SwitchboardError.is(e, "rate_limited")) {
           this.rateLimitTimer = setTimeout(() => {
             this.rateLimitTimer = undefined;
             this.pump();
-          }, e.retryAfterMs ?? 1000);
+          }, e.retryAfterMs);
           return;
         }
         this.remove(entry);

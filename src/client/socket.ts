@@ -1,5 +1,5 @@
 import { CloseCode, type MessageEvent, type PresenceEvent, type RequestType, type ResultOf } from "../protocol/index.ts";
-import { SwitchboardError } from "./errors.ts";
+import { DEFAULT_RETRY_AFTER_MS, SwitchboardError } from "./errors.ts";
 import { decodeFrame, decodeResult, fromReply } from "./frames.ts";
 import { after } from "./timeouts.ts";
 import type { WebSocketLike } from "./types.ts";
@@ -149,7 +149,7 @@ export class Socket {
     if (now >= this.pausedUntil) this.window = Math.max(1, Math.floor(this.window / 2));
     // One ms more: `Date.now()` counts whole ms, and the hint is when the server's bucket
     // is back to exactly one token (a ping written on the hint's ms was refused again).
-    this.pausedUntil = Math.max(this.pausedUntil, now + (retryAfterMs ?? 1000) + 1);
+    this.pausedUntil = Math.max(this.pausedUntil, now + (retryAfterMs ?? DEFAULT_RETRY_AFTER_MS) + 1);
   }
 
   /**

@@ -238,14 +238,14 @@ function waitText(ms: number): string {
 }
 
 function describe(e: unknown): string {
-  if (!(e instanceof SwitchboardError)) return "Something went wrong.";
+  if (!SwitchboardError.is(e)) return "Something went wrong.";
   switch (e.code) {
     case "invalid_credentials":
       return "Wrong username or password.";
     case "username_taken":
       return "That username is taken.";
     case "rate_limited":
-      return `Too many attempts; try again in ${waitText(e.retryAfterMs ?? 1000)}.`;
+      return `Too many attempts; try again in ${waitText(e.retryAfterMs)}.`;
     case "bad_request": {
       // Sign-in fields have hints beside them; anything else says which field.
       const paths = new Set(e.issues?.map((i) => i.path));

@@ -1,5 +1,5 @@
 import { afterEach, describe, expect, test } from "bun:test";
-import { createClient, SwitchboardError, type ResultOf, type SwitchboardClient } from "../../src/client/index.ts";
+import { createClient, DEFAULT_RETRY_AFTER_MS, SwitchboardError, type ResultOf, type SwitchboardClient } from "../../src/client/index.ts";
 import { startTestServer, type TestServer } from "../../src/testing.ts";
 import { startProxy, type Proxy } from "./proxy.ts";
 import { collect, fast, range } from "./util.ts";
@@ -362,6 +362,29 @@ describe("pacing: requests in flight and rate_limited answers", () => {
       await fake.received(10);
       fake.answer(9, { type: "ok", members: ["x"] });
       expect(await who).toEqual({ members: ["x"] });
+    } finally {
+      client.close();
+      await fake.stop();
+    }
+  });
+
+  test("a rate_limited answer without retryAfterMs (the spec makes it optional) waits DEFAULT_RETRY_AFTER_MS, and says so", async () => {
+    const fake = holdingServer();
+    const client = createClient({ url: fake.url, ...fast, heartbeatMs: 0 });
+    try {
+      await client.next("open");
+      const refused = client.who({ room: "a" }).catch((e: unknown) => e);
+      await fake.received(1);
+      const refusedAt = Date.now();
+      fake.answer(0, { type: "error", code: "rate_limited", message: "slow down" });
+      const e = await refused;
+      if (!SwitchboardError.is(e, "rate_limited")) throw new Error(`expected rate_limited, got ${String(e)}`);
+      expect(e.retryAfterMs).toBe(DEFAULT_RETRY_AFTER_MS);
+      const next = client.who({ room: "b" });
+      await fake.received(2);
+      expect(fake.frames[1]!.at - refusedAt).toBeGreaterThanOrEqual(DEFAULT_RETRY_AFTER_MS - 5);
+      fake.answer(1, { type: "ok", members: [] });
+      expect(await next).toEqual({ members: [] });
     } finally {
       client.close();
       await fake.stop();
