@@ -436,6 +436,56 @@ describe("pacing: requests in flight and rate_limited answers", () => {
     }
   });
 
+  test("once the close frame has come in (CLOSING), waiting requests are not written: the close event rejects them as never written", async () => {
+    // A WebSocket of our own: a real one cannot be held between its close frame and its close event.
+    const sockets: FakeWebSocket[] = [];
+    class FakeWebSocket {
+      readyState = 0;
+      readonly sent: string[] = [];
+      onopen: ((e: unknown) => void) | null = null;
+      onmessage: ((e: { data: unknown }) => void) | null = null;
+      onclose: ((e: { code: number; reason: string }) => void) | null = null;
+      onerror: ((e: unknown) => void) | null = null;
+      constructor(readonly url: string) {
+        sockets.push(this);
+      }
+      send(data: string): void {
+        this.sent.push(data);
+      }
+      close(): void {
+        this.readyState = 3;
+      }
+    }
+    const client = createClient({ url: "ws://fake.invalid/ws", WebSocket: FakeWebSocket, ...fast, heartbeatMs: 0, maxInFlight: 1 });
+    try {
+      while (sockets.length === 0) await Bun.sleep(0);
+      const ws = sockets[0]!;
+      const opened = client.next("open");
+      ws.readyState = 1;
+      ws.onopen?.({});
+      await opened;
+      const written = client.who({ room: "a" });
+      const waiting = client.who({ room: "b" }).catch((e: unknown) => e);
+      while (ws.sent.length === 0) await Bun.sleep(0);
+      await Bun.sleep(0);
+      expect(ws.sent.length).toBe(1); // the window is 1
+      const { ref } = JSON.parse(ws.sent[0]!) as { ref: number };
+      ws.readyState = 2; // the server's close frame came in: the close event follows
+      ws.onmessage?.({ data: JSON.stringify({ type: "ok", ref, members: [] }) });
+      expect(await written).toEqual({ members: [] });
+      await Bun.sleep(0); // the next waiting request would be written from a later turn
+      expect(ws.sent.length).toBe(1);
+      ws.readyState = 3;
+      ws.onclose?.({ code: 1001, reason: "going away" });
+      const e = await waiting;
+      if (!SwitchboardError.is(e, "disconnected")) throw new Error(`expected disconnected, got ${String(e)}`);
+      expect(e.message).toContain("never written");
+      expect(ws.sent.length).toBe(1);
+    } finally {
+      client.close();
+    }
+  });
+
   test("maxInFlight must be an integer, 1 or more", () => {
     for (const bad of [0, -1, 1.5, Number.NaN, Infinity]) {
       expect(() => createClient({ url: "ws://127.0.0.1:1/ws", autoConnect: false, maxInFlight: bad })).toThrow(RangeError);
