@@ -1,6 +1,7 @@
 import { Database } from "bun:sqlite";
-import { closeSync, existsSync, mkdirSync, openSync, readlinkSync, realpathSync, rmSync } from "node:fs";
+import { readlinkSync, realpathSync, rmSync } from "node:fs";
 import { basename, dirname, join, resolve } from "node:path";
+import { createPrivately, makePrivateFolders } from "./open.ts";
 
 export interface InstanceLock {
   release(): void;
@@ -43,10 +44,9 @@ export function realDatabasePath(path: string): string {
  */
 export function lockDatabase(dbPath: string): InstanceLock | null {
   // Before the database: its folders are made here first, private (see createPrivately).
-  mkdirSync(dirname(dbPath), { recursive: true, mode: 0o700 });
+  makePrivateFolders(dbPath);
   const path = `${realDatabasePath(dbPath)}.lock`;
-  const made = !existsSync(path);
-  if (made) closeSync(openSync(path, "a", 0o600)); // private, as the database (not by the umask)
+  const made = createPrivately(path); // private, as the database (not by the umask)
   const lock = new Database(path, { create: true, strict: true });
   try {
     lock.run("PRAGMA busy_timeout = 0");

@@ -74,11 +74,18 @@ export function openStore(path: string, sync: DbSync = "NORMAL"): Store {
  * Creates the folders of `path` (0700) and the empty file (0600) when missing, so that a
  * new database is readable by its owner only, whatever the umask (with the usual 022
  * it was 0644, and it holds every message); SQLite gives its `-wal` and `-shm` files the
- * database file's mode. What exists already is left as it is.
+ * database file's mode. What exists already is left as it is. Returns whether it made the file.
  */
-export function createPrivately(path: string): void {
+export function createPrivately(path: string): boolean {
+  makePrivateFolders(path);
+  if (existsSync(path)) return false;
+  closeSync(openSync(path, "a", 0o600));
+  return true;
+}
+
+/** Creates the missing folders of `path`, readable by their owner only (0700, whatever the umask). */
+export function makePrivateFolders(path: string): void {
   mkdirSync(dirname(path), { recursive: true, mode: 0o700 });
-  if (!existsSync(path)) closeSync(openSync(path, "a", 0o600));
 }
 
 /** A serialized image of a freshly migrated database, for `openStoreFromImage`. */
