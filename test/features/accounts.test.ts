@@ -62,6 +62,19 @@ describe("accounts service", () => {
     expect(results.sort()).toEqual(["ok", "username_taken"]);
   });
 
+  test("a signup whose session cannot be written stores no account: the name stays free", async () => {
+    const { store, accounts } = setup();
+    // As a full disk can: the user's row fits, the session's page does not.
+    store.client.run("CREATE TEMP TRIGGER no_sessions BEFORE INSERT ON main.sessions BEGIN SELECT RAISE(FAIL, 'database or disk is full'); END");
+    await expect(accounts.signup("ada", "correct horse battery")).rejects.toThrow("database or disk is full");
+    expect(store.client.query("SELECT count(*) AS n FROM users").get()).toEqual({ n: 0 });
+    store.client.run("DROP TRIGGER no_sessions");
+    expect(await code(accounts.login("ada", "correct horse battery", "1.2.3.4"))).toBe("invalid_credentials");
+    const { user } = await accounts.signup("ada", "correct horse battery");
+    expect(user.username).toBe("ada");
+    expect(store.client.query("SELECT count(*) AS n FROM sessions").get()).toEqual({ n: 1 });
+  });
+
   test("login: any case of the name; wrong password and unknown user are the same error", async () => {
     const { accounts } = setup();
     await accounts.signup("Ada", "correct horse battery");

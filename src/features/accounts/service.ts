@@ -120,6 +120,17 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
     return { token, sessionId: row.id };
   }
 
+  /**
+   * The user and its first session, in one transaction: a signup that fails (a full
+   * disk can refuse the session's page after the user's fitted) leaves no account
+   * behind, so that the name is not taken by a signup its client was told had failed.
+   */
+  const createAccount = store.client.transaction((username: string, passwordHash: string): SignedIn & { token: string } => {
+    const row = db.insert(users).values({ username, passwordHash, createdAt: clock.now() }).returning().get();
+    const { token, sessionId } = openSession(row.id);
+    return { user: toUser(row), token, sessionId };
+  });
+
   /** Reserves a sign-in attempt against both limits, or throws rate_limited. */
   function beginAttempt(userKey: string, address: string): void {
     const wait = Math.max(byUser.retryAfter(userKey), byAddress.retryAfter(address));
@@ -156,16 +167,13 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
     ): Promise<SignedIn & { token: string }> {
       if (findUserByName.get({ username })) throw new ProtocolError("username_taken", "that username is taken");
       const passwordHash = await hashFor(opts.address, () => hasher.hash(password, opts.stillWanted));
-      let row: UserRow;
       try {
-        row = db.insert(users).values({ username, passwordHash, createdAt: clock.now() }).returning().get();
+        return createAccount(username, passwordHash);
       } catch (e) {
         // Two signups for one name raced through the check above.
         if (isUniqueViolation(e)) throw new ProtocolError("username_taken", "that username is taken");
         throw e;
       }
-      const { token, sessionId } = openSession(row.id);
-      return { user: toUser(row), token, sessionId };
     },
 
     /** `stillWanted`: false once the client has gone, so that a queued verify is dropped. */
