@@ -54,6 +54,12 @@ function lockOrFail(config: Config): void {
   try {
     instanceLock = lockDatabase(config.DB_PATH);
   } catch (e) {
+    // The folder could not be made (the error names it), or the lock file not opened:
+    // one left by a start as another user (root's `migrate`, say) is this user's to fix.
+    if (typeof (e as { code?: unknown }).code === "string" && (e as { code: string }).code.startsWith("SQLITE_")) {
+      const lock = `${realDatabasePath(config.DB_PATH)}.lock`;
+      fail(`DB_PATH: cannot open ${lock}, the lock beside the database: ${reason(e)} (this user must be able to read and write it)`);
+    }
     cannotOpen(config, e);
   }
   if (!instanceLock) {
@@ -98,8 +104,12 @@ function probeListen(config: Config): void {
 function cannotOpen(config: Config, e: unknown): never {
   // A failed start as another user can leave a -shm with the file's mode behind, which
   // refuses writes after the file itself is fixed: say where to look.
-  const readOnly = String((e as { code?: unknown }).code).startsWith("SQLITE_READONLY");
-  const hint = readOnly ? " (this user must be able to write the file, its folder, and any -wal and -shm beside it)" : "";
+  const code = String((e as { code?: unknown }).code);
+  const hint = code.startsWith("SQLITE_READONLY")
+    ? " (this user must be able to write the file, its folder, and any -wal and -shm beside it)"
+    : code.startsWith("SQLITE_CANTOPEN")
+      ? " (this user must be able to read and write the file and its folder)"
+      : "";
   fail(`DB_PATH: cannot open ${config.DB_PATH}: ${reason(e)}${hint}`);
 }
 

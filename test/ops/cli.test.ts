@@ -91,27 +91,63 @@ test("a port in use and an unopenable database are one-line errors naming the se
   expect(noDb.stderr).toMatch(/^switchboard: DB_PATH: cannot open \/proc\/no\/such\/dir\/x\.db: [^\n]*\n$/);
 });
 
-test("a database file the process may read but not write is a one-line error at start (it opened, then failed every write)", async () => {
-  const dir = emptyFolderWithBinary();
-  expect((await runOnce(dir, ["migrate"])).code).toBe(0);
-  const db = join(dir, "data/switchboard.db");
-  chmodSync(db, 0o444);
-  // Root may write whatever the mode says: as root, run it as nobody, in folders nobody may write.
-  const root = process.getuid?.() === 0;
-  if (root) for (const d of [dirname(dir), dir, join(dir, "data"), `${db}.lock`]) chmodSync(d, 0o777);
-  const proc = Bun.spawn([...(root ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : []), "./switchboard", "migrate"], {
+const root = process.getuid?.() === 0;
+
+/**
+ * Runs the binary in `dir` as a user that file modes bind: root opens whatever a mode
+ * says, so as root it runs as nobody, with the folders on the way and `shared` opened
+ * to everyone (0777) and what is left as it is owned by root.
+ */
+async function runBound(dir: string, args: string[], shared: string[]): Promise<{ code: number; stderr: string }> {
+  if (root) for (const d of [dirname(dir), dir, join(dir, "data"), ...shared]) chmodSync(d, 0o777);
+  const proc = Bun.spawn([...(root ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : []), "./switchboard", ...args], {
     cwd: dir,
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
     stdout: "pipe",
     stderr: "pipe",
   });
   const [stderr, code] = await Promise.all([new Response(proc.stderr).text(), proc.exited]);
+  return { code, stderr };
+}
+
+test("a database file the process may read but not write is a one-line error at start (it opened, then failed every write)", async () => {
+  const dir = emptyFolderWithBinary();
+  expect((await runOnce(dir, ["migrate"])).code).toBe(0);
+  const db = join(dir, "data/switchboard.db");
+  chmodSync(db, 0o444);
+  const { code, stderr } = await runBound(dir, ["migrate"], [`${db}.lock`]);
   expect(code).toBe(1);
   expect(stderr).toBe(
     "switchboard: DB_PATH: cannot open ./data/switchboard.db: attempt to write a readonly database (this user must be able to write the file, its folder, and any -wal and -shm beside it)\n",
   );
   // The other side: writable again, it opens.
   chmodSync(db, 0o644);
+  expect((await runOnce(dir, ["migrate"])).code).toBe(0);
+});
+
+test("a lock file or a database file this user cannot open is named, with what to fix (as after a `migrate` run as root)", async () => {
+  const dir = emptyFolderWithBinary();
+  expect((await runOnce(dir, ["migrate"])).code).toBe(0);
+  const db = join(dir, "data/switchboard.db");
+  const lock = `${db}.lock`;
+  // The lock: the database is open to this user, the lock file is not.
+  chmodSync(lock, root ? 0o600 : 0o000);
+  if (!root) chmodSync(db, 0o600);
+  const locked = await runBound(dir, ["migrate"], [db]);
+  expect(locked.code).toBe(1);
+  expect(locked.stderr).toMatch(
+    /^switchboard: DB_PATH: cannot open \/[^\n]*\/data\/switchboard\.db\.lock, the lock beside the database: unable to open database file \(this user must be able to read and write it\)\n$/,
+  );
+  // The database: the lock file is open to this user, the database is not.
+  chmodSync(lock, 0o600);
+  chmodSync(db, root ? 0o600 : 0o000);
+  const closed = await runBound(dir, ["migrate"], [lock]);
+  expect(closed.code).toBe(1);
+  expect(closed.stderr).toBe(
+    "switchboard: DB_PATH: cannot open ./data/switchboard.db: unable to open database file (this user must be able to read and write the file and its folder)\n",
+  );
+  // The other side: both open to this user, it starts.
+  chmodSync(db, 0o600);
   expect((await runOnce(dir, ["migrate"])).code).toBe(0);
 });
 
