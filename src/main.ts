@@ -84,8 +84,18 @@ function cannotListen(config: Config, e: unknown): never {
   // is the host's fault; a port in use or privileged, the port's.
   const code = (e as { code?: string }).code;
   const setting = code === undefined || code === "EADDRNOTAVAIL" || code === "EINVAL" || code === "ENOTFOUND" ? "HOST" : "PORT";
-  fail(`${setting}: cannot listen on ${config.HOST}:${config.PORT}: ${reason(e)}`);
+  // Bun's message ("Failed to listen at HOST") does not say why; its code does.
+  const why = code === undefined ? "not an address of this machine, or a name that does not resolve" : (LISTEN_ERRORS[code] ?? code);
+  fail(`${setting}: cannot listen on ${config.HOST}:${config.PORT}: ${reason(e)} (${why})`);
 }
+
+const LISTEN_ERRORS: Record<string, string> = {
+  EADDRINUSE: "EADDRINUSE: the port is in use",
+  EACCES: "EACCES: permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE",
+  EADDRNOTAVAIL: "EADDRNOTAVAIL: not an address of this machine",
+  EINVAL: "EINVAL: not an address this machine can listen on",
+  ENOTFOUND: "ENOTFOUND: the name does not resolve",
+};
 
 /**
  * Fails before the database is touched if the address cannot be listened on: a start on

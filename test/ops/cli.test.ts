@@ -1,7 +1,7 @@
 /** The binary's command line: help, version, a flag per setting, one-line errors, migrate. */
 import { Database } from "bun:sqlite";
 import { afterAll, beforeAll, expect, test } from "bun:test";
-import { chmodSync, existsSync, mkdirSync, readdirSync, statSync, symlinkSync, writeFileSync } from "node:fs";
+import { chmodSync, existsSync, mkdirSync, readdirSync, readFileSync, statSync, symlinkSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import pkg from "../../package.json" with { type: "json" };
 import { settings } from "../../src/config.ts";
@@ -63,7 +63,7 @@ test("a port in use and an unopenable database are one-line errors naming the se
     const dir = emptyFolderWithBinary();
     const inUse = await runOnce(dir, ["--port", String(busy.port), "--host", "127.0.0.1"]);
     expect(inUse.code).toBe(1);
-    expect(inUse.stderr).toMatch(/^switchboard: PORT: cannot listen on 127\.0\.0\.1:\d+: [^\n]*\n$/);
+    expect(inUse.stderr).toMatch(/^switchboard: PORT: cannot listen on 127\.0\.0\.1:\d+: [^\n]* \(EADDRINUSE: the port is in use\)\n$/);
     // Found before the database: no data/ folder, no new database, no lock.
     expect(readdirSync(dir)).toEqual(["switchboard"]);
   } finally {
@@ -74,7 +74,7 @@ test("a port in use and an unopenable database are one-line errors naming the se
     const hostDir = emptyFolderWithBinary();
     const badHost = await runOnce(hostDir, ["--port", "0", "--host", host]);
     expect(badHost.code).toBe(1);
-    expect(badHost.stderr).toMatch(new RegExp(`^switchboard: HOST: cannot listen on ${host.replaceAll(".", "\\.")}:0: [^\n]*\n$`));
+    expect(badHost.stderr).toMatch(new RegExp(`^switchboard: HOST: cannot listen on ${host.replaceAll(".", "\\.")}:0: [^\n]* \\(.*(not an address|does not resolve).*\\)\n$`));
     expect(readdirSync(hostDir)).toEqual(["switchboard"]);
   }
   // Held by another Switchboard (Bun's production mode would share the port with SO_REUSEPORT).
@@ -85,6 +85,12 @@ test("a port in use and an unopenable database are one-line errors naming the se
     expect(second.stderr).toMatch(/^switchboard: PORT: cannot listen on 127\.0\.0\.1:\d+: [^\n]*\n$/);
   } finally {
     await first.stop();
+  }
+  // A privileged port, for a user that may not bind one (where the kernel says ports below 1024 are privileged).
+  if (Number(readFileSync("/proc/sys/net/ipv4/ip_unprivileged_port_start", "utf8")) > 80) {
+    const privileged = await runBound(emptyFolderWithBinary(), ["--port", "80", "--host", "127.0.0.1"], []);
+    expect(privileged.code).toBe(1);
+    expect(privileged.stderr).toMatch(/^switchboard: PORT: cannot listen on 127\.0\.0\.1:80: [^\n]* \(EACCES: permission denied; ports below 1024 need root or CAP_NET_BIND_SERVICE\)\n$/);
   }
   const noDb = await runOnce(emptyFolderWithBinary(), ["migrate", "--db-path", "/proc/no/such/dir/x.db"]);
   expect(noDb.code).toBe(1);
@@ -99,7 +105,7 @@ const root = process.getuid?.() === 0;
  * to everyone (0777) and what is left as it is owned by root.
  */
 async function runBound(dir: string, args: string[], shared: string[]): Promise<{ code: number; stderr: string }> {
-  if (root) for (const d of [dirname(dir), dir, join(dir, "data"), ...shared]) chmodSync(d, 0o777);
+  if (root) for (const d of [dirname(dir), dir, join(dir, "data"), ...shared]) if (existsSync(d)) chmodSync(d, 0o777);
   const proc = Bun.spawn([...(root ? ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups"] : []), "./switchboard", ...args], {
     cwd: dir,
     env: { PATH: process.env.PATH ?? "/usr/bin:/bin" },
