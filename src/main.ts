@@ -1,11 +1,14 @@
 /**
- * The composition root and the only module with side effects: reads the settings,
+ * The composition root and, with signals.ts (imported first), the only module with side
+ * effects: reads the settings,
  * opens and migrates the database, serves, and handles signals.
  *
  *   switchboard [serve] [--port 8081 ...]   serve (the default)
  *   switchboard migrate                     apply migrations and exit
  *   switchboard backup FILE                 consistent online copy (VACUUM INTO)
  */
+// First: a stop signal sent while the rest loads is held, not the default action (see signals.ts).
+import { defaultStopSignals, onStopSignal } from "./signals.ts";
 import type { Database } from "bun:sqlite";
 import pkg from "../package.json" with { type: "json" };
 import { systemClock } from "./clock.ts";
@@ -204,16 +207,14 @@ async function serve(config: Config): Promise<void> {
       process.exit(1);
     }
   };
-  process.on("SIGTERM", () => void stop("SIGTERM"));
-  process.on("SIGINT", () => void stop("SIGINT"));
-  // A closing terminal: stop as gracefully as for the others (the default ends the process at once, clients get 1006).
-  process.on("SIGHUP", () => void stop("SIGHUP"));
-  // Only now: whoever waits for this line may signal at once.
   // An IPv6 host goes in brackets: http://[::]:8081.
   const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;
   // `migrated`: the migrations this start applied (an upgrade, or a new database).
   const migrated = store.migrated.length > 0 ? { migrated: store.migrated } : {};
   log.info("listening", { url: `http://${host}:${server.port}`, db: config.DB_PATH, version: pkg.version, ...migrated });
+  // SIGTERM, SIGINT and SIGHUP (a closing terminal) stop gracefully. One sent while
+  // starting was held (signals.ts) and stops the server now, after the line above.
+  onStopSignal((signal) => void stop(signal));
 }
 
 const argv = process.argv.slice(2);
@@ -241,6 +242,7 @@ switch (command) {
     break;
   case "migrate": {
     if (args.length > 0) fail(`migrate takes no arguments (got ${args.join(" ")})`);
+    defaultStopSignals();
     lockOrFail(config);
     const store = openOrFail(config);
     store.close();
@@ -251,6 +253,7 @@ switch (command) {
   case "backup": {
     const [file, ...extra] = args;
     if (!file || extra.length > 0) fail("usage: switchboard backup FILE");
+    defaultStopSignals();
     try {
       const bytes = backup(config.DB_PATH, file);
       process.stdout.write(`backed up ${config.DB_PATH} to ${file} (${bytes} bytes)\n`);

@@ -101,16 +101,21 @@ export class Instance {
 
   /** Starts `./switchboard args` in `dir` on port 0 and resolves once it logs `listening`. */
   static async start(dir: string, args: string[] = [], opts: RunOptions = {}): Promise<Instance> {
+    const inst = Instance.spawn(dir, args, opts);
+    const listening = await inst.waitFor("listening");
+    inst.port = Number(/:(\d+)$/.exec(String(listening.url))?.[1]);
+    return inst;
+  }
+
+  /** Starts `./switchboard args` in `dir` on port 0, without waiting for anything (`port` stays 0). */
+  static spawn(dir: string, args: string[] = [], opts: RunOptions = {}): Instance {
     const proc = Bun.spawn(["./switchboard", ...args, "--port", "0", "--host", "127.0.0.1"], {
       cwd: dir,
       env: envFor(opts),
       stdout: "ignore",
       stderr: "pipe",
     });
-    const inst = new Instance(dir, proc);
-    const listening = await inst.waitFor("listening");
-    inst.port = Number(/:(\d+)$/.exec(String(listening.url))?.[1]);
-    return inst;
+    return new Instance(dir, proc);
   }
 
   get url(): string {

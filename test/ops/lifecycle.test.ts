@@ -4,7 +4,7 @@
  */
 import { Database } from "bun:sqlite";
 import { expect, test } from "bun:test";
-import { existsSync, readdirSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readlinkSync, realpathSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Frame } from "../helpers.ts";
 import { binarySuite, binaryTmp, emptyFolderWithBinary, Instance, runOnce } from "./binary.ts";
@@ -130,6 +130,54 @@ test("SIGHUP (a closing terminal) stops as gracefully as SIGTERM: clients get 10
   expect(inst.lines.find((l) => l.event === "shutting_down")).toMatchObject({ signal: "SIGHUP" });
   expect(inst.lines.at(-1)?.event).toBe("stopped");
   expect(walBytes(join(dir, "data/switchboard.db"))).toBe(0);
+});
+
+/**
+ * Runs `./switchboard args` in `dir` while another connection holds the database's write
+ * lock (the start waits at its write probe, for up to busy_timeout, 5 s), sends SIGTERM
+ * once it has the database open, then lets the lock go.
+ */
+async function signalledWhileStarting(dir: string, args: string[]): Promise<Instance> {
+  const db = join(dir, "data/switchboard.db");
+  const writer = new Database(db);
+  writer.run("BEGIN IMMEDIATE");
+  writer.run("PRAGMA user_version = 0");
+  const inst = Instance.spawn(dir, args);
+  try {
+    // Once it has the database open, every module has loaded: it is starting.
+    const fds = `/proc/${inst.proc.pid}/fd`;
+    const opened = () =>
+      readdirSync(fds).some((fd) => {
+        try {
+          return readlinkSync(join(fds, fd)) === realpathSync(db);
+        } catch {
+          return false; // closed meanwhile
+        }
+      });
+    for (let i = 0; !opened(); i++) {
+      if (i === 1000) throw new Error(`never opened the database:\n${inst.stderr}`);
+      await Bun.sleep(5); // nothing to await: the process says nothing until it listens
+    }
+    inst.signal("SIGTERM");
+    // migrate ends at the signal, while the lock is still held.
+    if (args[0] === "migrate") expect(await inst.exited).toBe(143);
+  } finally {
+    writer.run("ROLLBACK");
+    writer.close();
+  }
+  return inst;
+}
+
+test("a stop signal sent while serve starts is held until it listens, then stops it gracefully (exit 0); migrate it ends at once", async () => {
+  const dir = emptyFolderWithBinary();
+  expect((await runOnce(dir, ["migrate"])).code).toBe(0);
+  const serving = await signalledWhileStarting(dir, []);
+  expect(await serving.exited).toBe(0);
+  expect(serving.lines.map((l) => l.event)).toEqual(["listening", "shutting_down", "stopped"]);
+  expect(serving.lines[1]).toMatchObject({ signal: "SIGTERM" });
+  // The other side: a command that does not serve keeps the default action (a long backup can be interrupted).
+  const migrating = await signalledWhileStarting(dir, ["migrate"]);
+  expect(migrating.stderr).toBe("");
 });
 
 /** A reader in another connection holding a snapshot makes wal_checkpoint(TRUNCATE) wait. */
