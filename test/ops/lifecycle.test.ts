@@ -4,7 +4,7 @@
  */
 import { Database } from "bun:sqlite";
 import { expect, test } from "bun:test";
-import { existsSync, readdirSync, readlinkSync, realpathSync, statSync } from "node:fs";
+import { existsSync, readdirSync, readlinkSync, realpathSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
 import type { Frame } from "../helpers.ts";
 import { binarySuite, binaryTmp, emptyFolderWithBinary, Instance, runOnce } from "./binary.ts";
@@ -76,6 +76,39 @@ test("backup while serving writes a copy that opens and holds the data; it refus
   expect(again.stderr).toBe("switchboard: snap.db exists; choose a new file\n");
   const nowhere = await runOnce(dir, ["backup", "no/such/folder/snap.db"]);
   expect(nowhere).toEqual({ code: 1, stdout: "", stderr: "switchboard: no folder no/such/folder for no/such/folder/snap.db; create it first\n" });
+});
+
+test("a backup killed midway leaves snap.db.partial, never a snap.db cut short; the next one says so, and once it is gone succeeds", async () => {
+  const dir = emptyFolderWithBinary();
+  expect((await runOnce(dir, ["migrate"])).code).toBe(0);
+  // 200 MB to copy: long enough to be caught writing.
+  const db = new Database(join(dir, "data/switchboard.db"));
+  db.run("CREATE TABLE filler (b BLOB)");
+  db.run("WITH RECURSIVE c(x) AS (SELECT 1 UNION ALL SELECT x + 1 FROM c WHERE x < 200) INSERT INTO filler SELECT zeroblob(1000000) FROM c");
+  db.close();
+  const partial = join(dir, "snap.db.partial");
+  const proc = Bun.spawn(["./switchboard", "backup", "snap.db"], { cwd: dir, env: { PATH: process.env.PATH ?? "/usr/bin:/bin", TMPDIR: binaryTmp() } });
+  for (let i = 0; !(existsSync(partial) && statSync(partial).size > 0); i++) {
+    if (i === 2000) throw new Error("the backup never started writing");
+    await Bun.sleep(2); // nothing to await: the command prints only when done
+  }
+  proc.kill("SIGKILL"); // as a power loss would, or a signal: it cannot clean up
+  await proc.exited;
+  expect(existsSync(join(dir, "snap.db"))).toBe(false);
+  expect(existsSync(partial)).toBe(true);
+
+  const refused = await runOnce(dir, ["backup", "snap.db"]);
+  expect(refused).toEqual({ code: 1, stdout: "", stderr: "switchboard: snap.db.partial exists, left by a backup that did not finish: delete it first\n" });
+  rmSync(partial);
+  const made = await runOnce(dir, ["backup", "snap.db"]);
+  expect(made.code).toBe(0);
+  expect(readdirSync(dir).sort()).toEqual(["data", "snap.db", "switchboard"]);
+  const copy = new Database(join(dir, "snap.db"), { readonly: true });
+  try {
+    expect(copy.query("SELECT count(*) AS n FROM filler").get()).toEqual({ n: 200 });
+  } finally {
+    copy.close();
+  }
 });
 
 test("SIGTERM: queued sends get their ok, clients get 1001, the WAL is truncated, exit 0 within 2 s", async () => {
