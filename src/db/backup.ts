@@ -1,5 +1,5 @@
 import { Database } from "bun:sqlite";
-import { closeSync, existsSync, fsyncSync, linkSync, openSync, rmSync, statSync } from "node:fs";
+import { closeSync, existsSync, fsyncSync, linkSync, openSync, renameSync, rmSync, statSync } from "node:fs";
 import { dirname } from "node:path";
 
 /**
@@ -8,7 +8,8 @@ import { dirname } from "node:path";
  * overwrite. Returns the copy's size in bytes.
  *
  * The copy is written as `<target>.partial`, synced, and only then named `target`
- * (a hard link, which fails rather than overwrite): a backup killed or cut off midway
+ * (a hard link, which fails rather than overwrite; a rename where the file system has
+ * no hard links): a backup killed or cut off midway
  * (a signal, a full disk, a power loss) leaves a `.partial` file, never a `target`
  * that looks like a backup and is not a whole one.
  */
@@ -38,8 +39,13 @@ export function backup(source: string, target: string): number {
     try {
       linkSync(partial, target);
     } catch (e) {
-      if ((e as { code?: string }).code === "EEXIST") throw new Error(`${target} exists; choose a new file`);
-      throw e;
+      const code = (e as { code?: string }).code;
+      if (code === "EEXIST") throw new Error(`${target} exists; choose a new file`);
+      // A file system without hard links (some network and FUSE mounts): a rename,
+      // which would overwrite a FILE made since the check above.
+      if (code !== "EPERM" && code !== "ENOTSUP" && code !== "EOPNOTSUPP" && code !== "ENOSYS") throw e;
+      if (existsSync(target)) throw new Error(`${target} exists; choose a new file`);
+      renameSync(partial, target);
     }
     sync(dirname(target)); // the new name, too
   } finally {
