@@ -53,7 +53,7 @@ export const settings = {
   REQUEST_RATE: {
     schema: num(0.001),
     default: "2000",
-    help: "requests per second per connection, of every type (token bucket refill; at least 0.001; never below twice SEND_RATE); a reply's KiB past its first, and each KiB replayed by a join or sent as presence to a room, cost one more: past the burst rate_limited, a burst more (at least 128) closes with 1008",
+    help: "requests per second per connection, of every type (token bucket refill; at least 0.001; never below twice SEND_RATE); a frame's or a reply's KiB past its first, and each KiB replayed by a join or sent as presence to a room, cost one more: past the burst rate_limited, a burst more (at least 128) closes with 1008",
   },
   REQUEST_BURST: { schema: int(1), default: "10000", help: "requests a connection may make at once (token bucket size; never below twice SEND_BURST)" },
   HTTP_RATE: {

@@ -115,7 +115,7 @@ export function createDispatcher(deps: {
   metrics: Metrics;
   log: Logger;
   invalidFrameLimit: number;
-  /** Requests per connection: every frame takes a token, every reply one more per KiB. */
+  /** Requests per connection: every frame takes a token, every frame and reply one more per KiB past the first. */
   budget: RequestBudget;
   /** Told of unexpected errors: a signup on a full disk shows in /healthz. */
   writeHealth: WriteHealth;
@@ -223,7 +223,7 @@ export function createDispatcher(deps: {
      * whole burst (at least FLOOD_DEBT_MIN) into debt is closed with 1008, as for requests.
      */
     control(ws: Socket): void {
-      if (!ws.data.closed) spendToken(ws, performance.now(), true);
+      if (!ws.data.closed) spendToken(ws, performance.now(), 1, true);
     },
   };
 
@@ -239,28 +239,29 @@ export function createDispatcher(deps: {
    */
   function takeRequestToken(ws: Socket, now: number, text: string): boolean {
     const conn = ws.data;
-    if (spendToken(ws, now, false) >= 0) return true;
+    if (spendToken(ws, now, text.length, false)) return true;
     if (conn.closed) return false;
-    // The next request passes once the bucket holds a whole token again.
-    const retryAfterMs = budget.msUntil(conn, 1);
-    const message = `at most ${budget.rate} requests (or KiB of replies) per second`;
+    // This frame passes again once the bucket holds what it needs (one token, for most).
+    const retryAfterMs = budget.msUntil(conn, budget.need(text.length));
+    const message = `at most ${budget.rate} requests (or KiB of frames and replies) per second`;
     replyError(ws, peekRef(text), new ProtocolError("rate_limited", message, { retryAfterMs }), "rate_limited");
     return false;
   }
 
   /**
-   * Takes a token for a frame (a control frame too) and returns what is left; a
-   * connection that has gone a whole burst (at least FLOOD_DEBT_MIN) into debt is closed with 1008.
+   * Takes the cost of a frame of `chars` (a control frame too) and returns whether it
+   * may run; a connection that has gone a whole burst (at least FLOOD_DEBT_MIN) into
+   * debt is closed with 1008.
    */
-  function spendToken(ws: Socket, now: number, control: boolean): number {
+  function spendToken(ws: Socket, now: number, chars: number, control: boolean): boolean {
     const conn = ws.data;
     budget.refill(conn, now);
-    conn.requestTokens -= 1;
+    const runs = budget.spendFrame(conn, chars);
     if (conn.requestTokens <= -budget.floodDebt) {
       log.info("request_flood", { conn: conn.id, address: conn.address, ...(control ? { control } : {}) });
       outbound.close(ws, CloseCode.policyViolation, "too many requests");
     }
-    return conn.requestTokens;
+    return runs;
   }
 
   function handleFrame(ws: Socket, message: string | Buffer): void {

@@ -189,6 +189,42 @@ test("a large reply costs a token per KiB past its first: the next request waits
   expect(replies.every((r) => r.type === "ok")).toBe(true);
 });
 
+test("a large frame costs a token per KiB past its first, as a reply does; one that costs more than the whole burst runs on a full bucket only", async () => {
+  // Almost no refill within the test (0.01 a second), burst 20.
+  t = await startApp({ config: { REQUEST_RATE: 0.01, REQUEST_BURST: 20, SEND_RATE: 0.001, SEND_BURST: 1 } });
+  /** A ping of exactly `chars` characters (an unknown field pads it), and its reply. */
+  const ask = (s: Awaited<ReturnType<TestApp["connect"]>>, ref: number, chars: number) => {
+    const pad = "x".repeat(chars - JSON.stringify({ type: "ping", ref, pad: "" }).length);
+    expect(JSON.stringify({ type: "ping", ref, pad }).length).toBe(chars);
+    return s.request({ type: "ping", ref, pad });
+  };
+  // 1,024 characters cost one token: twenty pass.
+  const kib = await t.connect();
+  for (let ref = 0; ref < 20; ref++) expect(await ask(kib, ref, 1024)).toEqual({ type: "ok", ref });
+  // 1,025 cost a little more: the twentieth is refused.
+  const over = await t.connect();
+  for (let ref = 0; ref < 19; ref++) expect(await ask(over, ref, 1025)).toEqual({ type: "ok", ref });
+  expect(await ask(over, 19, 1025)).toMatchObject({ ref: 19, code: "rate_limited" });
+  // 8 KiB frames cost 8: two pass; the third is refused, and its cost goes on the debt (it
+  // was parsed for its ref) so it waits for 12 tokens: the 4 it lacked and its 8 (1,200 s at 0.01/s).
+  const big = await t.connect();
+  expect(await ask(big, 1, 8192)).toEqual({ type: "ok", ref: 1 });
+  expect(await ask(big, 2, 8192)).toEqual({ type: "ok", ref: 2 });
+  const refused = await ask(big, 3, 8192);
+  expect(refused).toMatchObject({ ref: 3, code: "rate_limited" });
+  expect(refused.retryAfterMs).toBeGreaterThan(1_199_000);
+  expect(refused.retryAfterMs).toBeLessThanOrEqual(1_200_000);
+  // 30 KiB costs more than the burst: it runs on a full bucket (taking it half a burst
+  // into debt, as a large reply may) ...
+  const full = await t.connect();
+  expect(await ask(full, 1, 30 * 1024)).toEqual({ type: "ok", ref: 1 });
+  expect(await full.request({ type: "ping", ref: 2 })).toMatchObject({ ref: 2, code: "rate_limited" });
+  // ... and not on one short of full.
+  const short = await t.connect();
+  expect(await short.request({ type: "ping", ref: 1 })).toEqual({ type: "ok", ref: 1 });
+  expect(await ask(short, 2, 30 * 1024)).toMatchObject({ ref: 2, code: "rate_limited" });
+});
+
 test("a catch-up is paid from the request budget: it pauses in debt and resumes as it refills, gapless", async () => {
   // 600 messages of ~1 KiB cost ~660 tokens; the burst is 400 and 1,000 refill a second,
   // so the replay cannot end in less than 0.26 s (without the budget: a few ms).
