@@ -19,7 +19,7 @@ export class Metrics {
   // Every known label value starts at 0, so that rate() and alerts see a series from the start.
   readonly requests = new Map<string, number>([...requestTypes, "invalid"].map((t) => [t, 0]));
   readonly errors = new Map<string, number>(ErrorCode.options.map((c) => [c, 0]));
-  readonly closes = new Map<number, number>();
+  readonly closes = new Map<number | "other", number>();
   messagesStored = 0;
   messagesDeduplicated = 0;
   commits = 0;
@@ -33,7 +33,7 @@ export class Metrics {
   error(code: string): void {
     this.errors.set(code, (this.errors.get(code) ?? 0) + 1);
   }
-  closed(code: number): void {
+  closed(code: number | "other"): void {
     this.connectionsClosed++;
     this.closes.set(code, (this.closes.get(code) ?? 0) + 1);
   }

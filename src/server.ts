@@ -66,6 +66,23 @@ export function closeCodeSent(code: number, reason: string): number {
   return 1002;
 }
 
+/** Codes a client's own close is counted under; any other it sends is counted as "other". */
+const CLIENT_CLOSE_CODES: ReadonlySet<number> = new Set([1000, 1001, 1005, 1006]);
+
+/**
+ * The close code a connection's end is counted and logged under: the server's own when
+ * the server closed it (`Outbound.close`), Bun's for a protocol error, and for a close
+ * by the client 1000, 1001, 1005 or 1006 (a dropped network), else "other". A client
+ * picks its code freely: counted as sent, 2,012 codes made 2,012 series of
+ * `switchboard_connections_closed_total` (and /metrics 22 times larger), and a client
+ * could swell the counts of the server's own codes (1008, 1013, 4001).
+ */
+export function closeCodeCounted(closedWith: number, code: number, reason: string): number | "other" {
+  if (closedWith !== 0) return closedWith;
+  const sent = closeCodeSent(code, reason);
+  return sent !== code || CLIENT_CLOSE_CODES.has(code) ? sent : "other";
+}
+
 /**
  * How long a graceful stop waits for sign-ins in progress (and what waits behind them):
  * a hash takes tens of milliseconds, and the binary's whole stop has 2 s.
@@ -274,9 +291,9 @@ export function createServer(deps: ServerDeps) {
       outbound.closed(ws);
       perAddress.remove(ws.data.address);
       account.signOut(ws);
-      const sent = closeCodeSent(code, reason);
-      metrics.closed(sent);
-      log.debug("connection_closed", { conn: ws.data.id, code: sent });
+      const counted = closeCodeCounted(ws.data.closedWith, code, reason);
+      metrics.closed(counted);
+      log.debug("connection_closed", { conn: ws.data.id, code: counted, ...(counted === "other" ? { clientCode: code } : {}) });
     },
   };
 

@@ -24,6 +24,8 @@ export interface Conn {
   pending: Array<{ request: Request; arrivedAt: number }> | null;
   busy: boolean;
   closed: boolean;
+  /** The code the server closed the connection with (`Outbound.close`); 0 while it has not. */
+  closedWith: number;
   /** Outbound's bound: until this many bytes have been published, the send buffer cannot be past its limit. */
   slackUntil: number;
 }
@@ -51,6 +53,7 @@ export function createConn(address: string, burst: number, now: number, requestB
     pending: null,
     busy: false,
     closed: false,
+    closedWith: 0,
     slackUntil: 0,
   };
 }

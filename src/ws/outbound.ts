@@ -98,6 +98,7 @@ export class Outbound {
   close(ws: Socket, code: number, reason: string): void {
     if (ws.data.closed) return;
     ws.data.closed = true;
+    ws.data.closedWith = code;
     ws.close(code, reason);
   }
 

@@ -221,4 +221,32 @@ describe("what the app sees of Bun's own closes", () => {
       await app.stop();
     }
   });
+
+  test("a client's own close code is counted as sent only for 1000, 1001 and 1005; any other is 'other', so clients cannot add series or swell the server's codes", async () => {
+    const app = await startApp({ config: { REQUEST_RATE: 1, REQUEST_BURST: 5, SEND_RATE: 0.5, SEND_BURST: 1 } });
+    try {
+      const settled = (n: number) => [...app.app.metrics.closes.values()].reduce((a, b) => a + b, 0) >= n;
+      // The codes a client closes with: counted as sent, then as "other".
+      for (const code of [1000, 1001, 3000, 4001, 4999, 1008, 1013]) {
+        const w = await RawWs.open(app.port);
+        w.frame(closeFrame(code, "bye"));
+        await w.end();
+      }
+      const empty = await RawWs.open(app.port);
+      empty.frame({ opcode: Opcode.close, payload: "" }); // no code: 1005
+      await empty.end();
+      for (let i = 0; i < 100 && !settled(8); i++) await Bun.sleep(5);
+      expect(Object.fromEntries(app.app.metrics.closes)).toEqual({ 1000: 1, 1001: 1, 1005: 1, other: 5 });
+      // The server's own 1008 is counted as 1008, as the client's was not.
+      const flooder = await RawWs.open(app.port);
+      for (let ref = 0; ref < 140; ref++) flooder.text({ type: "ping", ref });
+      expect((await flooder.end()).code).toBe(1008);
+      for (let i = 0; i < 100 && !settled(9); i++) await Bun.sleep(5);
+      expect(Object.fromEntries(app.app.metrics.closes)).toEqual({ 1000: 1, 1001: 1, 1005: 1, other: 5, 1008: 1 });
+      const scraped = await (await fetch(`${app.url}/metrics`)).text();
+      expect(scraped).toContain('switchboard_connections_closed_total{code="other"} 5');
+    } finally {
+      await app.stop();
+    }
+  });
 });
