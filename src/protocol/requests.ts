@@ -10,7 +10,6 @@ export const Username = z
   .min(3)
   .max(32)
   .regex(/^[A-Za-z0-9_.-]+$/, "only letters, digits, '_', '.' and '-'");
-export const Password = z.string().min(8).max(1024);
 export const RoomName = z
   .string()
   .min(1)
@@ -28,6 +27,11 @@ const WELL_FORMED = "must be well-formed Unicode (no unpaired surrogate)";
 /** Lengths are in code points (zod's rule): an emoji counts 1. */
 export const Body = z.string().min(1).max(BODY_MAX_CHARS).refine(wellFormed, WELL_FORMED);
 export const Nonce = z.string().min(1).max(64).refine(wellFormed, WELL_FORMED);
+/**
+ * Well-formed too: argon2 hashes the password's UTF-8, where every unpaired surrogate is
+ * U+FFFD, so `"\ud800"` and `"\udc00"` passwords were the same password.
+ */
+export const Password = z.string().min(8).max(1024).refine(wellFormed, WELL_FORMED);
 
 const base = { ref: Ref.optional() };
 
@@ -38,7 +42,7 @@ export const LoginRequest = z.object({
   type: z.literal("login"),
   ...base,
   username: z.string().min(1).max(64),
-  password: z.string().min(1).max(1024),
+  password: z.string().min(1).max(1024).refine(wellFormed, WELL_FORMED),
 });
 export const AuthRequest = z.object({ type: z.literal("auth"), ...base, token: z.string().min(1).max(128) });
 export const LogoutRequest = z.object({ type: z.literal("logout"), ...base, all: z.boolean().optional() });

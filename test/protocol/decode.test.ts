@@ -101,6 +101,23 @@ describe("decodeRequest", () => {
     });
   });
 
+  test("a signup or login password with an unpaired surrogate is refused (hashed as UTF-8, \\ud800 and \\udc00 were one password); paired ones pass", () => {
+    for (const text of [
+      '{"type":"signup","username":"ada","password":"\\ud800\\ud800\\ud800\\ud800\\ud800\\ud800\\ud800\\ud800"}',
+      '{"type":"login","username":"ada","password":"\\udc00\\udc00\\udc00\\udc00\\udc00\\udc00\\udc00\\udc00"}',
+      '{"username":"ada","password":"abcdefgh\\ud800"}',
+    ]) {
+      const d = decodeRequest(text);
+      expect(d.ok).toBe(false);
+      if (!d.ok) expect(d.error.extra.issues?.map((i) => i.path)).toEqual(["password"]);
+    }
+    const paired = "\\ud83d\\ude00".repeat(8);
+    for (const type of ["signup", "login"]) {
+      const d = decodeRequest(`{"type":"${type}","username":"ada","password":"${paired}"}`);
+      expect(d).toEqual({ ok: true, request: { type, username: "ada", password: "😀".repeat(8) } } as never);
+    }
+  });
+
   test("the error echoes a valid ref even when other fields fail", () => {
     const d = decodeRequest('{"type":"send","ref":"r1","room":"A","body":""}');
     expect(d).toMatchObject({ ok: false, ref: "r1" });
