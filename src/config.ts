@@ -78,7 +78,7 @@ export const settings = {
     help: "connections one user may have signed in at once; a signup, login or auth past it is rate_limited (0: no cap)",
   },
   MAX_ROOMS_PER_CONNECTION: { schema: int(1), default: "100", help: "rooms one connection may be in at once; a join past it is bad_request" },
-  SESSION_IDLE_DAYS: { schema: num(0.0001), default: "30", help: "a session token expires after this long unused (at least 0.0001)" },
+  SESSION_IDLE_DAYS: { schema: num(0.0001), default: "30", help: "a session token expires after this long unused, an open connection signed in with it counting as use (at least 0.0001)" },
   HASH_CONCURRENCY: {
     schema: int(1, 64),
     // One core is left to the event loop, so that a storm of sign-ins does not stall others' messages.

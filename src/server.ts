@@ -149,13 +149,13 @@ export function createServer(deps: ServerDeps) {
   let stopping = false;
   const sweeper = setInterval(() => {
     try {
-      const deleted = accounts.sweep();
+      const deleted = accounts.sweep(sessions.ids());
       if (deleted > 0) log.debug("sessions_swept", { deleted });
       httpLimiter.sweep(performance.now());
     } catch (err) {
       log.error("sweep_failed", { err });
     }
-  }, 60_000);
+  }, accounts.sweepEveryMs);
   sweeper.unref();
 
   /** 429 with `Connection: close` once `address` is past its HTTP burst; Bun then drops what was pipelined behind. */

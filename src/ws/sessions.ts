@@ -20,4 +20,9 @@ export class SessionIndex {
   sockets(sessionId: number): Iterable<Socket> {
     return this.bySession.get(sessionId) ?? [];
   }
+
+  /** The sessions signed in on at least one open socket. */
+  ids(): Iterable<number> {
+    return this.bySession.keys();
+  }
 }

@@ -107,6 +107,30 @@ describe("accounts service", () => {
     expect(await code(() => accounts.auth(b.token))).toBe("unauthorized");
   });
 
+  test("a session signed in on an open connection is kept alive by the sweep; one that is not expires", async () => {
+    const day = 86_400_000;
+    const { accounts, clock } = setup(defaultConfig({ SESSION_IDLE_DAYS: 30 }));
+    expect(accounts.sweepEveryMs).toBe(60_000);
+    const open = await accounts.signup("ada", "correct horse battery");
+    const closed = await accounts.login("ada", "correct horse battery", "1.2.3.4");
+    // 60 days with a sweep every 6 hours; only `open` is on a connection.
+    for (let hours = 0; hours < 60 * 24; hours += 6) {
+      clock.advance(6 * 3_600_000);
+      accounts.sweep([open.sessionId]);
+    }
+    expect(accounts.auth(open.token).sessionId).toBe(open.sessionId);
+    expect(await code(() => accounts.auth(closed.token))).toBe("unauthorized");
+    // Once its connection is gone, the kept session expires like any other: 30 days after its last use.
+    clock.advance(30 * day - 3_600_000);
+    accounts.sweep([]);
+    expect(accounts.auth(open.token).sessionId).toBe(open.sessionId);
+    clock.advance(30 * day);
+    expect(accounts.sweep([])).toBe(1); // deleted: the open one; the other went at its own expiry
+    expect(await code(() => accounts.auth(open.token))).toBe("unauthorized");
+    // A tiny idle period sweeps as often as a tenth of it.
+    expect(setup(defaultConfig({ SESSION_IDLE_DAYS: 0.0001 })).accounts.sweepEveryMs).toBeCloseTo(864, 6);
+  });
+
   test("an idle period shorter than a minute: a token used within it stays alive, one left unused expires", async () => {
     const idleMs = 8_640; // SESSION_IDLE_DAYS 0.0001
     const { accounts, clock } = setup(defaultConfig({ SESSION_IDLE_DAYS: 0.0001 }));

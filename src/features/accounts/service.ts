@@ -27,6 +27,8 @@ const TOUCH_INTERVAL_MS = 60_000;
  * event loop), and 10,000 such sessions authenticated in a row held the loop 3.9 s.
  */
 const TOUCH_FLUSH_MS = 1000;
+/** `sweep`'s period, unless the keep-alive of open sessions needs it shorter (a tiny SESSION_IDLE_DAYS). */
+const SWEEP_EVERY_MS = 60_000;
 
 export function toUser(row: Pick<UserRow, "id" | "username" | "createdAt">): User {
   return { id: row.id, username: row.username, createdAt: new Date(row.createdAt).toISOString() };
@@ -44,6 +46,13 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
   const { db } = store;
   const idleMs = config.SESSION_IDLE_DAYS * DAY_MS;
   const touchEveryMs = Math.min(TOUCH_INTERVAL_MS, idleMs / 10);
+  /**
+   * How often a session signed in on an open connection is recorded as used (`sweep`):
+   * without it, a connection open longer than the idle period (a bot, a kiosk) kept
+   * working, and its next reconnect found the token expired.
+   */
+  const keepAliveEveryMs = Math.min(idleMs / 10, DAY_MS);
+  let keptAliveAt = clock.now();
   const byUser = new FailureLimiter(config.SIGNIN_FAILS_PER_USER, config.SIGNIN_USER_WINDOW_MS, clock);
   const byAddress = new FailureLimiter(config.SIGNIN_FAILS_PER_ADDRESS, config.SIGNIN_ADDRESS_WINDOW_MS, clock);
   let dummyHash: Promise<string> | undefined;
@@ -246,11 +255,24 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
      * Drops failure counters that left their window, and sessions that can never be used
      * again (revoked or expired): `auth` refuses them either way. Returns the rows deleted.
      */
-    sweep(): number {
+    /**
+     * Forgets stale sign-in failures, records a use of every session in `open` (signed in
+     * on an open connection) once per keepAliveEveryMs, and deletes revoked and expired
+     * sessions. Returns how many it deleted.
+     */
+    sweep(open: Iterable<number> = []): number {
       byUser.sweep();
       byAddress.sweep();
+      const now = clock.now();
+      if (now - keptAliveAt >= keepAliveEveryMs) {
+        keptAliveAt = now;
+        for (const id of open) touched.set(id, now);
+      }
       this.flushTouches(); // a session used but not written yet is not dead
-      return deleteDeadSessions.run(clock.now()).changes;
+      return deleteDeadSessions.run(now).changes;
     },
+
+    /** How often `sweep` should run: often enough for the keep-alive of open sessions. */
+    sweepEveryMs: Math.min(SWEEP_EVERY_MS, keepAliveEveryMs),
   };
 }
