@@ -29,6 +29,11 @@ export const settings = {
     default: "",
     help: "comma-separated browser origins allowed besides the server's own (* for any)",
   },
+  ALLOWED_HOSTS: {
+    schema: z.string(),
+    default: "",
+    help: "comma-separated host names the server answers to (the Host header without its port; .example.com also matches its subdomains); others get 421, IP addresses always pass; empty: any name. Set it against DNS rebinding",
+  },
   TRUSTED_PROXIES: {
     schema: z.string(),
     default: "",
@@ -103,6 +108,7 @@ type Settings = typeof settings;
 export type SettingName = keyof Settings;
 export type Config = { [K in SettingName]: z.output<Settings[K]["schema"]> } & {
   allowedOrigins: string[];
+  allowedHosts: string[];
   trustedProxies: TrustedProxies;
 };
 
@@ -167,19 +173,29 @@ export function loadConfig(
       throw new ConfigError(`ALLOWED_ORIGINS: ${JSON.stringify(o)} is not an origin like https://chat.example.com`);
     }
   }
+  const hosts = String(out.ALLOWED_HOSTS)
+    .split(",")
+    .map((s) => s.trim().toLowerCase().replace(/\.$/, ""))
+    .filter(Boolean);
+  for (const h of hosts) {
+    if (h !== "*" && !/^\.?[a-z0-9_-]+(\.[a-z0-9_-]+)*$/.test(h)) {
+      throw new ConfigError(`ALLOWED_HOSTS: ${JSON.stringify(h)} is not a host name like chat.example.com or .example.com`);
+    }
+  }
   let trustedProxies: TrustedProxies;
   try {
     trustedProxies = TrustedProxies.parse(String(out.TRUSTED_PROXIES));
   } catch (e) {
     throw new ConfigError(`TRUSTED_PROXIES: ${(e as Error).message}`);
   }
-  return { config: { ...(out as Omit<Config, "allowedOrigins" | "trustedProxies">), allowedOrigins: origins, trustedProxies } as Config, rest };
+  const derived = { allowedOrigins: origins, allowedHosts: hosts, trustedProxies };
+  return { config: { ...(out as Omit<Config, keyof typeof derived>), ...derived } as Config, rest };
 }
 
 /**
  * Defaults for every setting, with overrides: for tests and embedding. A setting given
  * as text (`ALLOWED_ORIGINS`, `TRUSTED_PROXIES`, `DB_PATH`...) is parsed as if it came from
- * the environment, so what derives from it (`allowedOrigins`, `trustedProxies`) follows;
+ * the environment, so what derives from it (`allowedOrigins`, `allowedHosts`, `trustedProxies`) follows;
  * a derived field given directly wins.
  */
 export function defaultConfig(overrides: Partial<Config> = {}): Config {

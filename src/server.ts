@@ -89,6 +89,21 @@ export function closeCodeCounted(closedWith: number, code: number, reason: strin
  */
 const SIGN_IN_DRAIN_MS = 1_000;
 
+/**
+ * Does the server answer to the `Host` header `host`? Its name (without the port) must be
+ * listed in `allowed` (`.example.com` matching it and its subdomains, `*` anything), or
+ * be an IP address: DNS rebinding needs a name. Against it, the Origin check alone is no
+ * help: a page at `http://evil.example:8081` whose name has been pointed at this server
+ * sends `Origin` and `Host` of the same host, and passed it.
+ */
+export function hostAllowed(host: string | null, allowed: readonly string[]): boolean {
+  if (host === null) return false;
+  if (host.startsWith("[")) return true; // an IPv6 address
+  const name = host.replace(/:\d*$/, "").replace(/\.$/, "").toLowerCase();
+  if (/^\d{1,3}(\.\d{1,3}){3}$/.test(name)) return true;
+  return allowed.some((a) => a === "*" || a === name || (a.startsWith(".") && (name.endsWith(a) || name === a.slice(1))));
+}
+
 /** Is a browser at `origin` allowed to open a socket? Same origin, or listed. */
 export function originAllowed(origin: string | null, host: string | null, allowed: readonly string[]): boolean {
   if (origin === null) return true; // CLI tools and servers send no Origin
@@ -173,6 +188,9 @@ export function createServer(deps: ServerDeps) {
   function fetch(req: Request, srv: Server<Conn>): Response | undefined {
     const peer = srv.requestIP(req)?.address ?? "unknown";
     const address = config.trustedProxies.clientAddress(peer, req.headers.get("x-forwarded-for"));
+    if (config.allowedHosts.length > 0 && !hostAllowed(req.headers.get("host"), config.allowedHosts)) {
+      return httpRefusal(address) ?? json({ error: "unknown host: not one of ALLOWED_HOSTS" }, 421);
+    }
     const { pathname } = new URL(req.url);
     if (pathname === "/ws" && req.headers.get("upgrade")?.toLowerCase() === "websocket") {
       // Whether it upgrades is known only once tried. One that does takes no token (its

@@ -76,6 +76,8 @@ const bad: Array<[Record<string, string>, string[], RegExp]> = [
   [{ SEND_RATE: "0" }, [], /^SEND_RATE: /],
   [{ MAX_FRAME_BYTES: "1.5" }, [], /^MAX_FRAME_BYTES: /],
   [{ ALLOWED_ORIGINS: "chat.example.com" }, [], /^ALLOWED_ORIGINS: /],
+  [{ ALLOWED_HOSTS: "https://chat.example.com" }, [], /^ALLOWED_HOSTS: /],
+  [{ ALLOWED_HOSTS: "chat.example.com:8081" }, [], /^ALLOWED_HOSTS: /],
   [{ TRUSTED_PROXIES: "127.0.0.1, proxy.internal" }, [], /^TRUSTED_PROXIES: "proxy.internal" is not an IP address/],
   [{ TRUSTED_PROXIES: "10.0.0.0/33" }, [], /^TRUSTED_PROXIES: "10.0.0.0\/33": the prefix length must be 0 to 32$/],
   [{}, ["--port"], /^--port: missing value$/],

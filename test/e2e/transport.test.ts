@@ -95,6 +95,57 @@ describe("origin check", () => {
   });
 });
 
+describe("host check (ALLOWED_HOSTS)", () => {
+  /** The status of a raw HTTP/1.1 request with this Host header (fetch would set its own). */
+  async function statusFor(port: number, host: string, path: string, headers: Record<string, string> = {}): Promise<number> {
+    const lines = [`GET ${path} HTTP/1.1`, `Host: ${host}`, "Connection: close", ...Object.entries(headers).map(([k, v]) => `${k}: ${v}`), "", ""];
+    let text = "";
+    const { promise, resolve } = Promise.withResolvers<void>();
+    const socket = await Bun.connect({
+      hostname: "127.0.0.1",
+      port,
+      socket: {
+        data(_s, chunk) {
+          text += chunk.toString();
+          if (text.includes("\r\n")) resolve();
+        },
+        close: () => resolve(),
+      },
+    });
+    socket.write(lines.join("\r\n"));
+    await promise;
+    socket.end();
+    return Number(/^HTTP\/1\.1 (\d+)/.exec(text)?.[1]);
+  }
+  const upgradeHeaders = (origin: string) => ({
+    Upgrade: "websocket",
+    Connection: "Upgrade",
+    "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ==",
+    "Sec-WebSocket-Version": "13",
+    Origin: origin,
+  });
+
+  test("a name not listed gets 421, before the upgrade (DNS rebinding: Origin and Host of one foreign name); listed names, subdomains of a .name and IP addresses pass", async () => {
+    t = await startApp({ config: { ALLOWED_HOSTS: "chat.example.com, .example.org" } });
+    // A rebinding page: its own name for both headers, which the Origin check alone passes.
+    expect(await statusFor(t.port, "evil.example:8081", "/ws", upgradeHeaders("http://evil.example:8081"))).toBe(421);
+    expect(await statusFor(t.port, "evil.example", "/healthz")).toBe(421);
+    expect(await statusFor(t.port, "chat.example.com.evil.example", "/healthz")).toBe(421);
+    expect(await statusFor(t.port, "chat.example.com:8081", "/ws", upgradeHeaders("http://chat.example.com:8081"))).toBe(101);
+    expect(await statusFor(t.port, "CHAT.example.com.", "/healthz")).toBe(200);
+    expect(await statusFor(t.port, "example.org", "/healthz")).toBe(200);
+    expect(await statusFor(t.port, "a.b.example.org", "/healthz")).toBe(200);
+    expect(await statusFor(t.port, `127.0.0.1:${t.port}`, "/healthz")).toBe(200);
+    expect(await statusFor(t.port, "[::1]:8081", "/healthz")).toBe(200);
+  });
+
+  test("without ALLOWED_HOSTS (the default) any name is answered", async () => {
+    t = await startApp();
+    expect(await statusFor(t.port, "evil.example:8081", "/ws", upgradeHeaders("http://evil.example:8081"))).toBe(101);
+    expect(await statusFor(t.port, "evil.example", "/healthz")).toBe(200);
+  });
+});
+
 describe("frames", () => {
   test("a frame of exactly the size limit passes; one byte more closes with 1009", async () => {
     t = await startApp();
