@@ -14,6 +14,7 @@ import { createRoomService } from "./features/rooms/service.ts";
 import { throttled, type Logger } from "./log.ts";
 import { Metrics } from "./metrics.ts";
 import { CloseCode, protocolJsonSchema } from "./protocol/index.ts";
+import { addressKey } from "./ws/client-address.ts";
 import { createConn, type Conn, type Socket } from "./ws/connection.ts";
 import { createDispatcher, type Handlers } from "./ws/dispatcher.ts";
 import { Outbound } from "./ws/outbound.ts";
@@ -187,7 +188,7 @@ export function createServer(deps: ServerDeps) {
 
   function fetch(req: Request, srv: Server<Conn>): Response | undefined {
     const peer = srv.requestIP(req)?.address ?? "unknown";
-    const address = config.trustedProxies.clientAddress(peer, req.headers.get("x-forwarded-for"));
+    const address = addressKey(config.trustedProxies.clientAddress(peer, req.headers.get("x-forwarded-for")));
     if (config.allowedHosts.length > 0 && !hostAllowed(req.headers.get("host"), config.allowedHosts)) {
       return httpRefusal(address) ?? json({ error: "unknown host: not one of ALLOWED_HOSTS" }, 421);
     }

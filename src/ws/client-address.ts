@@ -1,5 +1,45 @@
 import { BlockList, isIP } from "node:net";
 
+/**
+ * The key an address is counted under by every per-address limit (failed sign-ins,
+ * hashes at once, HTTP requests, connections) and shown in logs: an IPv4 address as
+ * it is (an IPv4-mapped IPv6 one as IPv4), an IPv6 address as its /64 prefix
+ * (`2001:db8:0:1::/64`). One IPv6 host usually has a whole /64 to pick addresses from:
+ * counted by whole address, each of its 2^64 addresses had limits of its own, and so
+ * did each spelling of one address (`2001:DB8::1`, `2001:db8:0:0::1`). Anything else
+ * (Bun's "unknown") is kept as it is.
+ *
+ * @example
+ * addressKey("2001:db8::1"); // "2001:db8:0:0::/64"
+ * addressKey("::ffff:192.0.2.7"); // "192.0.2.7"
+ */
+export function addressKey(address: string): string {
+  const family = isIP(address);
+  if (family !== 6) return address;
+  const h = hextets(address);
+  if (h.slice(0, 5).every((x) => x === 0) && h[5] === 0xffff) {
+    return `${h[6]! >> 8}.${h[6]! & 255}.${h[7]! >> 8}.${h[7]! & 255}`;
+  }
+  return `${h.slice(0, 4).map((x) => x.toString(16)).join(":")}::/64`;
+}
+
+/** The eight 16-bit groups of a valid IPv6 address (`::` expanded, a dotted IPv4 tail as two groups, a zone dropped). */
+function hextets(v6: string): number[] {
+  let s = v6.toLowerCase();
+  const zone = s.indexOf("%");
+  if (zone >= 0) s = s.slice(0, zone);
+  const dotted = /^(.*:)(\d+)\.(\d+)\.(\d+)\.(\d+)$/.exec(s);
+  if (dotted) {
+    const [a, b, c, d] = dotted.slice(2).map(Number) as [number, number, number, number];
+    s = `${dotted[1]}${((a << 8) | b).toString(16)}:${((c << 8) | d).toString(16)}`;
+  }
+  const [head = "", tail] = s.split("::");
+  const left = head ? head.split(":") : [];
+  const right = tail ? tail.split(":") : [];
+  const groups = tail === undefined ? left : [...left, ...Array<string>(8 - left.length - right.length).fill("0"), ...right];
+  return groups.map((g) => parseInt(g, 16));
+}
+
 /** An `X-Forwarded-For` hop as an address: `1.2.3.4`, `1.2.3.4:5678`, `::1`, `[::1]:443`; "" if it is none. */
 function hopAddress(hop: string): string {
   if (isIP(hop)) return hop;

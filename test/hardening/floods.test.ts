@@ -419,11 +419,14 @@ test("pipelined HTTP requests past the burst: one 429, then the connection is cl
   expect(t.app.metrics.httpRefused).toBe(1);
 });
 
-test("HTTP buckets are per client address (X-Forwarded-For from a trusted proxy), and refill", async () => {
+test("HTTP buckets are per client address (X-Forwarded-For from a trusted proxy; an IPv6 /64 as one), and refill", async () => {
   t = await startApp({ config: { HTTP_RATE: 20, HTTP_BURST: 2, TRUSTED_PROXIES: "127.0.0.1" } });
   const from = (address: string) => fetch(`${t!.url}/healthz`, { headers: { "x-forwarded-for": address } }).then((r) => r.status);
   expect([await from("10.0.0.1"), await from("10.0.0.1"), await from("10.0.0.1")]).toEqual([200, 200, 429]);
   expect([await from("10.0.0.2"), await from("10.0.0.2")]).toEqual([200, 200]);
+  // IPv6: one /64 is one client, whichever of its addresses (and spellings) it uses; the next /64 is another.
+  expect([await from("2001:db8::1"), await from("2001:DB8:0:0::2"), await from("2001:db8::ffff")]).toEqual([200, 200, 429]);
+  expect(await from("2001:db8:0:1::1")).toBe(200);
   await Bun.sleep(100); // 20 a second: two tokens back
   expect(await from("10.0.0.1")).toBe(200);
 });

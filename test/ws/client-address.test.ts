@@ -1,5 +1,5 @@
 import { describe, expect, test } from "bun:test";
-import { TrustedProxies } from "../../src/ws/client-address.ts";
+import { addressKey, TrustedProxies } from "../../src/ws/client-address.ts";
 
 describe("TrustedProxies.clientAddress", () => {
   const proxies = TrustedProxies.parse("127.0.0.1, 10.0.0.0/8, fd00::/8");
@@ -68,5 +68,28 @@ describe("TrustedProxies.parse", () => {
     expect(() => TrustedProxies.parse("127.0.0.1, proxy.internal")).toThrow('"proxy.internal" is not an IP address');
     expect(() => TrustedProxies.parse("10.0.0.0/8x")).toThrow("prefix length");
     expect(() => TrustedProxies.parse("10.0.0.0/")).toThrow("prefix length");
+  });
+});
+
+describe("addressKey", () => {
+  test("IPv4 stays as it is; an IPv4-mapped IPv6 address is its IPv4", () => {
+    expect(addressKey("203.0.113.9")).toBe("203.0.113.9");
+    expect(addressKey("::ffff:203.0.113.9")).toBe("203.0.113.9");
+    expect(addressKey("::FFFF:cb00:7109")).toBe("203.0.113.9");
+  });
+
+  test("IPv6 is its /64, however it is spelled; the next /64 is another key", () => {
+    const key = "2001:db8:0:1::/64";
+    for (const a of ["2001:db8:0:1::1", "2001:DB8:0:1:ffff:ffff:ffff:ffff", "2001:0db8:0000:0001:0:0:0:2", "2001:db8:0:1::1%eth0", "2001:db8:0:1::10.0.0.1"]) {
+      expect(addressKey(a)).toBe(key);
+    }
+    expect(addressKey("2001:db8:0:2::1")).toBe("2001:db8:0:2::/64");
+    expect(addressKey("::1")).toBe("0:0:0:0::/64");
+    expect(addressKey("fe80::1")).toBe("fe80:0:0:0::/64");
+  });
+
+  test("what is not an address is kept as it is", () => {
+    expect(addressKey("unknown")).toBe("unknown");
+    expect(addressKey("")).toBe("");
   });
 });
