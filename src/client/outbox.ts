@@ -86,14 +86,18 @@ export class Outbox {
   }
 
   /**
-   * Sends the oldest unsent message whose room is joined on this connection, one at a
-   * time: a refusal (a rate limit, say) can then never let a later message overtake it.
+   * Sends the oldest unsent message, one at a time, once its room is joined on this
+   * connection: a refusal (a rate limit, say) can then never let a later message
+   * overtake it, in its room or across rooms. (Taking the oldest whose room was joined,
+   * after a reconnect the first room re-joined sent its messages before older ones to
+   * the rooms still re-joining.) A room whose re-join is refused is no longer followed
+   * and its entries leave the outbox (`dropRoom`), so it cannot hold the rest for good.
    */
   pump(): void {
     const socket = this.connection.current;
     if (!socket || !socket.alive || this.inFlight || this.rateLimitTimer !== undefined) return;
-    const entry = this.saved.state.outbox.find((e) => this.isJoined(e.room));
-    if (!entry) return;
+    const entry = this.saved.state.outbox[0];
+    if (!entry || !this.isJoined(entry.room)) return;
     this.inFlight = entry;
     socket.request("send", { room: entry.room, body: entry.body, nonce: entry.nonce }).then(
       (result) => {

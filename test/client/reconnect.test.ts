@@ -193,6 +193,20 @@ test("sends made while disconnected wait in the outbox and are delivered once, i
   expect(proxy!.refused).toBeGreaterThan(0);
 });
 
+test("after a reconnect, queued sends are stored in the order they were made across rooms too, whichever room is re-joined first", async () => {
+  t = await startTestServer();
+  // Rooms are re-joined in the order followed (first, then second): the oldest sends go to the last one.
+  const { client: a } = await viaProxy("first");
+  await a.join({ room: "second" });
+  await cutAndRefuse(a);
+  const order = ["second:0", "first:1", "second:2", "first:3", "first:4", "second:5"];
+  const sends = order.map((tag) => a.send({ room: tag.split(":")[0]!, body: tag }));
+  proxy!.refuse = false;
+  await Promise.all(sends);
+  const stored = t.store.client.query<{ body: string }, []>("SELECT body FROM messages ORDER BY id").all();
+  expect(stored.map((r) => r.body)).toEqual(order);
+});
+
 test("a client made later with the same store and token (a page reload) sends the outbox and resumes the room", async () => {
   t = await startTestServer();
   proxy = startProxy(t.wsUrl);
