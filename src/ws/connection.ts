@@ -17,9 +17,13 @@ export interface Conn {
   /** Send token bucket. */
   sendTokens: number;
   sendRefilledAt: number;
+  /** When the last send it refused may run (`nextSlot`, clock ms); the next refused one comes after it. */
+  sendQueuedUntil: number;
   /** Request token bucket (every frame), refilled by performance.now(); below 0 it is debt. */
   requestTokens: number;
   requestRefilledAt: number;
+  /** When the last frame it refused may run (`nextSlot`, performance.now() ms); see RequestBudget. */
+  requestQueuedUntil: number;
   /** Frames that arrived while an earlier sign-in was still hashing; run in order after it (at most MAX_PENDING). */
   pending: Array<{ request: Request; arrivedAt: number }> | null;
   busy: boolean;
@@ -48,8 +52,10 @@ export function createConn(address: string, burst: number, now: number, requestB
     invalidStreak: 0,
     sendTokens: burst,
     sendRefilledAt: now,
+    sendQueuedUntil: 0,
     requestTokens: requestBurst,
     requestRefilledAt: performance.now(),
+    requestQueuedUntil: 0,
     pending: null,
     busy: false,
     closed: false,

@@ -219,8 +219,9 @@ export function createDispatcher(deps: {
      * A ping or pong frame from the client: Bun answers a ping itself, but it costs a
      * token like any frame. Two connections sending empty pings as fast as they could
      * (never closed: the frames did not reach the app) kept the core busy and others'
-     * pings at p50 91 ms. There is nothing to answer `rate_limited` to, so a client a
-     * whole burst (at least FLOOD_DEBT_MIN) into debt is closed with 1008, as for requests.
+     * pings at p50 91 ms. There is nothing to answer `rate_limited` to, so a client that
+     * sends a whole burst (at least FLOOD_DEBT_MIN) of them past its budget is closed with
+     * 1008, as for requests.
      */
     control(ws: Socket): void {
       if (!ws.data.closed) spendToken(ws, performance.now(), 1, true);
@@ -230,9 +231,10 @@ export function createDispatcher(deps: {
   /**
    * Every frame takes a token (the send limit comes on top): a flood of cheap requests
    * (pings, invalid frames, joins) would otherwise hold the event loop from everyone
-   * else. Past the burst a frame is answered `rate_limited` and adds to a debt; a client
-   * that goes on a whole burst (at least FLOOD_DEBT_MIN) into debt, ignoring
-   * `retryAfterMs`, is closed with 1008.
+   * else. Past the burst a frame is answered `rate_limited` with the time it may run
+   * after those refused before it (RequestBudget); a client that goes on until the
+   * refused frames still waiting are worth a whole burst (at least FLOOD_DEBT_MIN),
+   * ignoring `retryAfterMs`, is closed with 1008.
    * Large replies (history, members) cost their KiB on top (see RequestBudget), so a
    * frame may find the bucket in debt without any flood. A refused frame is only
    * parsed for its `ref` (no schema).
@@ -241,8 +243,8 @@ export function createDispatcher(deps: {
     const conn = ws.data;
     if (spendToken(ws, now, text.length, false)) return true;
     if (conn.closed) return false;
-    // This frame passes again once the bucket holds what it needs (one token, for most).
-    const retryAfterMs = budget.msUntil(conn, budget.need(text.length));
+    // When it can run if the frames refused before it are sent again first, each at its time.
+    const retryAfterMs = budget.retryAfterMs(conn, now);
     const message = `at most ${budget.rate} requests (or KiB of frames and replies) per second`;
     replyError(ws, peekRef(text), new ProtocolError("rate_limited", message, { retryAfterMs }), "rate_limited");
     return false;
@@ -256,8 +258,8 @@ export function createDispatcher(deps: {
   function spendToken(ws: Socket, now: number, chars: number, control: boolean): boolean {
     const conn = ws.data;
     budget.refill(conn, now);
-    const runs = budget.spendFrame(conn, chars);
-    if (conn.requestTokens <= -budget.floodDebt) {
+    const runs = budget.spendFrame(conn, chars, now);
+    if (budget.flooding(conn, now)) {
       log.info("request_flood", { conn: conn.id, address: conn.address, ...(control ? { control } : {}) });
       outbound.close(ws, CloseCode.policyViolation, "too many requests");
     }

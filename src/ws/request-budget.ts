@@ -15,6 +15,20 @@ export function msUntil(tokens: number, level: number, rate: number): number {
 }
 
 /**
+ * When (ms, on `now`'s clock) a request a bucket holding `tokens` has just refused may
+ * run, needing `need` tokens, if the requests it refused before, which may run until
+ * `queuedUntil`, are each sent again at their own time: after the last of them, by the
+ * time `need` more tokens refill, and not before its own `need` is back (a virtual
+ * schedule, as GCRA keeps). Its `retryAfterMs` is that time less `now`. When every
+ * refusal said only "when the bucket holds a token again", a client retrying each
+ * refused request at its hint retried them all at once, and all but one were refused again.
+ */
+export function nextSlot(queuedUntil: number, tokens: number, need: number, rate: number, now: number): number {
+  const own = now + ((need - tokens) * 1000) / rate;
+  return queuedUntil > now ? Math.max(own, queuedUntil + (need * 1000) / rate) : own;
+}
+
+/**
  * Bytes of a reply past its first KiB, or of what a connection makes the server send
  * besides (replayed messages, its presence events to a room), that cost one request
  * token (a request's own token pays for a reply of up to this size). A history
@@ -39,8 +53,15 @@ export const FLOOD_DEBT_MIN = 2 * MAX_PENDING;
  * `burst`, refilled by `performance.now()`. Every frame takes one token (the
  * dispatcher), a reply one more per BYTES_PER_TOKEN past its first, and what else the
  * connection causes to be sent one per BYTES_PER_TOKEN. Below 0 it is debt: requests are refused until it is
- * paid back. Replies take it at most half a burst into debt, so that only frames sent
- * while refused can reach the dispatcher's close at a whole burst.
+ * paid back. Replies take it at most half a burst into debt.
+ *
+ * A refused frame takes nothing from the bucket: it is given the time it may run after
+ * the ones refused before it (`nextSlot`, kept in `Conn.requestQueuedUntil`), so that a
+ * client retrying each refused request at its own `retryAfterMs` gets them through one
+ * after another, and the tokens those waiting ones stand for close a flood at
+ * `floodDebt`. (When refused frames took tokens, a client with 120 sends in flight, each
+ * retried at its hint, kept the bucket a little below zero with its retries, which every
+ * hint undercounted: nothing passed again, and it was never closed.)
  */
 export class RequestBudget {
   private readonly replyFloor: number;
@@ -69,25 +90,44 @@ export class RequestBudget {
   }
 
   /**
+   * Whether the frames refused and still waiting for their time (`Conn.requestQueuedUntil`)
+   * are worth `floodDebt` tokens or more: the connection is closed with 1008.
+   */
+  flooding(conn: Conn, now: number): boolean {
+    return ((conn.requestQueuedUntil - now) * this.rate) / 1000 >= this.floodDebt;
+  }
+
+  /** For a frame just refused (after `spendFrame`): the ms until it may run, if those refused before it are sent again at their own times. */
+  retryAfterMs(conn: Conn, now: number): number {
+    return Math.max(0, Math.ceil(conn.requestQueuedUntil - now));
+  }
+
+  /**
    * Takes the cost of a frame of `chars` from the client: one token, and one more per
    * BYTES_PER_TOKEN past its first, as for a reply (parsing is per byte: 64 KiB frames
    * at 1,900 a second, under the request rate when each cost one token, kept half a core
    * busy; now they cost 64). Returns whether the frame may run: the bucket held its cost
    * (or, for a frame costing more than the whole burst, a full bucket). A frame that
-   * runs takes the bucket at most half a burst into debt, as replies do; a refused one
-   * adds its whole cost to the debt, so that a flood of large frames is closed sooner.
+   * runs takes the bucket at most half a burst into debt, as replies do. A refused one
+   * takes nothing: it gets the next time it may run (`nextSlot`), and what waits that
+   * way counts toward the close (`flooding`), so a large frame counts for more.
    */
-  spendFrame(conn: Conn, chars: number): boolean {
-    const cost = chars > BYTES_PER_TOKEN ? chars / BYTES_PER_TOKEN : 1;
-    const runs = conn.requestTokens >= this.need(chars);
-    if (runs) this.take(conn, cost);
-    else conn.requestTokens -= cost;
+  spendFrame(conn: Conn, chars: number, now: number): boolean {
+    const need = this.need(chars);
+    const runs = conn.requestTokens >= need;
+    if (runs) this.take(conn, this.cost(chars));
+    else conn.requestQueuedUntil = nextSlot(conn.requestQueuedUntil, conn.requestTokens, need, this.rate, now);
     return runs;
+  }
+
+  /** A frame's cost: one token, and one more per BYTES_PER_TOKEN past its first. */
+  private cost(chars: number): number {
+    return chars > BYTES_PER_TOKEN ? chars / BYTES_PER_TOKEN : 1;
   }
 
   /** The tokens a frame of `chars` needs in the bucket to run (see `spendFrame`). */
   need(chars: number): number {
-    return Math.min(this.burst, chars > BYTES_PER_TOKEN ? chars / BYTES_PER_TOKEN : 1);
+    return Math.min(this.burst, this.cost(chars));
   }
 
   /** Takes the cost of a reply of `chars` beyond the request's own token. */

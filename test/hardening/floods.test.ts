@@ -2,7 +2,9 @@ import { afterEach, expect, test } from "bun:test";
 import { Opcode, RawWs } from "../../bench/lib/raw-ws.ts";
 import { defaultMaxConnections } from "../../src/server.ts";
 import { AddressLimiter } from "../../src/ws/request-budget.ts";
-import { signedIn, startApp, type TestApp } from "../helpers.ts";
+import { signedIn, startApp, type Frame, type TestApp, type TestSocket } from "../helpers.ts";
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
 
 let t: TestApp | undefined;
 afterEach(async () => {
@@ -25,7 +27,12 @@ test("a client sending as fast as it can gets rate_limited past its burst; the s
   // Both sides of the bucket: the whole burst passes, and little more than the burst plus what refilled.
   expect(ok.length).toBeGreaterThanOrEqual(20);
   expect(ok.length).toBeLessThanOrEqual(20 + Math.ceil(5 * elapsedS) + 1);
-  for (const r of limited) expect(r.retryAfterMs).toBeGreaterThan(0);
+  // Each refusal's retryAfterMs comes after the one before it (a token each, 200 ms at 5 a
+  // second), so that a client retrying each at its time is not refused again for a herd.
+  const hints = limited.map((r) => r.retryAfterMs as number);
+  for (let i = 1; i < hints.length; i++) expect(hints[i]! - hints[i - 1]!).toBeGreaterThan(150);
+  expect(hints[0]).toBeGreaterThan(0);
+  expect(hints[0]).toBeLessThanOrEqual(200);
   // Accepted sends got gapless seqs, and the other member received exactly those, in order.
   expect(ok.map((r) => r.seq)).toEqual(ok.map((_, i) => i + 1));
   const got = await other.s.messages("flood", ok.length);
@@ -33,9 +40,47 @@ test("a client sending as fast as it can gets rate_limited past its burst; the s
   expect(await other.s.request({ type: "ping" })).toMatchObject({ type: "ok" });
   const rows = t.store.client.query("SELECT count(*) AS n FROM messages").get() as { n: number };
   expect(rows.n).toBe(ok.length);
-  // After waiting out retryAfterMs, the flooder may send again.
-  await Bun.sleep((limited.at(-1)?.retryAfterMs as number) + 10);
+  // After waiting out the first refusal's retryAfterMs, the flooder may send again.
+  await Bun.sleep(hints[0]! + 10);
   expect(await flooder.s.request({ type: "send", room: "flood", body: "again" })).toMatchObject({ type: "ok" });
+});
+
+/**
+ * Writes `frames` at once, then writes each one refused `rate_limited` again at its
+ * `retryAfterMs` (as PROTOCOL.md says to), until all are answered otherwise. Returns the
+ * answers and how many times a retry was refused again.
+ */
+async function retryingAtHints(s: TestSocket, frames: Array<Record<string, unknown>>): Promise<{ answers: Frame[]; refusedAgain: number }> {
+  let refusedAgain = 0;
+  const answers = await Promise.all(
+    frames.map(async (frame, i) => {
+      for (let attempt = 0; ; attempt++) {
+        const reply = await s.request({ ...frame, ref: `${i}.${attempt}` });
+        if (reply.type !== "error" || reply.code !== "rate_limited") return reply;
+        if (attempt > 0) refusedAgain++;
+        await Bun.sleep(reply.retryAfterMs as number);
+      }
+    }),
+  );
+  return { answers, refusedAgain };
+}
+
+test("a client that retries each refused send at its retryAfterMs gets them all through, each on its first retry (the hints queue them)", async () => {
+  t = await startApp({ config: { SEND_RATE: 100, SEND_BURST: 5 } });
+  const { s } = await signedIn(t);
+  await s.request({ type: "join", room: "queue" });
+  const { answers, refusedAgain } = await retryingAtHints(s, range(30).map((i) => ({ type: "send", room: "queue", body: `m${i}`, nonce: `n${i}` })));
+  expect(answers.every((a) => a.type === "ok")).toBe(true);
+  expect(refusedAgain).toBe(0);
+  expect(answers.map((a) => a.seq as number).sort((a, b) => a - b)).toEqual(range(30).map((i) => i + 1));
+});
+
+test("a client that retries each request refused by the request budget at its retryAfterMs gets them all through, each on its first retry", async () => {
+  t = await startApp({ config: { REQUEST_RATE: 100, REQUEST_BURST: 5, SEND_RATE: 0.5, SEND_BURST: 1 } });
+  const s = await t.connect();
+  const { answers, refusedAgain } = await retryingAtHints(s, range(30).map(() => ({ type: "ping" })));
+  expect(answers.every((a) => a.type === "ok")).toBe(true);
+  expect(refusedAgain).toBe(0);
 });
 
 test("a member that never reads is closed with 1013 during heavy broadcast; readers get every message in order", async () => {
@@ -205,15 +250,14 @@ test("a large frame costs a token per KiB past its first, as a reply does; one t
   const over = await t.connect();
   for (let ref = 0; ref < 19; ref++) expect(await ask(over, ref, 1025)).toEqual({ type: "ok", ref });
   expect(await ask(over, 19, 1025)).toMatchObject({ ref: 19, code: "rate_limited" });
-  // 8 KiB frames cost 8: two pass; the third is refused, and its cost goes on the debt (it
-  // was parsed for its ref) so it waits for 12 tokens: the 4 it lacked and its 8 (1,200 s at 0.01/s).
+  // 8 KiB frames cost 8: two pass; the third is refused and waits for the 4 tokens it lacks (400 s at 0.01/s).
   const big = await t.connect();
   expect(await ask(big, 1, 8192)).toEqual({ type: "ok", ref: 1 });
   expect(await ask(big, 2, 8192)).toEqual({ type: "ok", ref: 2 });
   const refused = await ask(big, 3, 8192);
   expect(refused).toMatchObject({ ref: 3, code: "rate_limited" });
-  expect(refused.retryAfterMs).toBeGreaterThan(1_199_000);
-  expect(refused.retryAfterMs).toBeLessThanOrEqual(1_200_000);
+  expect(refused.retryAfterMs).toBeGreaterThan(399_000);
+  expect(refused.retryAfterMs).toBeLessThanOrEqual(400_000);
   // 30 KiB costs more than the burst: it runs on a full bucket (taking it half a burst
   // into debt, as a large reply may) ...
   const full = await t.connect();

@@ -11,7 +11,7 @@ import { CloseCode, ProtocolError, type ResultOf, type StoredMessage } from "../
 import type { Socket } from "../../ws/connection.ts";
 import type { Later } from "../../ws/dispatcher.ts";
 import type { Outbound } from "../../ws/outbound.ts";
-import { msUntil, refilled, type RequestBudget } from "../../ws/request-budget.ts";
+import { msUntil, nextSlot, refilled, type RequestBudget } from "../../ws/request-budget.ts";
 import type { MessageInsert, RoomQueries } from "./queries.ts";
 
 /** A room with members connected (or sends in flight): its latest seq lives here while loaded. */
@@ -408,13 +408,19 @@ export function createRoomService(deps: {
     unloadIfIdle(room);
   }
 
+  /**
+   * Takes a send token, or throws `rate_limited` with the time the send may run after
+   * the sends refused before it (`nextSlot`): every refusal had said "when one token is
+   * back", so a client retrying each refused send at its hint retried them all at once.
+   */
   function refillAndTake(ws: Socket): void {
     const conn = ws.data;
     const now = clock.now();
     conn.sendTokens = refilled(conn.sendTokens, conn.sendRefilledAt, now, config.SEND_RATE, config.SEND_BURST);
     conn.sendRefilledAt = now;
     if (conn.sendTokens < 1) {
-      const retryAfterMs = msUntil(conn.sendTokens, 1, config.SEND_RATE);
+      conn.sendQueuedUntil = nextSlot(conn.sendQueuedUntil, conn.sendTokens, 1, config.SEND_RATE, now);
+      const retryAfterMs = Math.ceil(conn.sendQueuedUntil - now);
       throw new ProtocolError("rate_limited", `at most ${config.SEND_RATE} sends per second`, { retryAfterMs });
     }
     conn.sendTokens -= 1;
