@@ -3,6 +3,7 @@
  * exposition format at `GET /metrics`. Plain objects: no registry library needed
  * for a handful of series.
  */
+import { readdirSync, readFileSync } from "node:fs";
 import type { CheckpointStats } from "./db/checkpointer.ts";
 import { ErrorCode, requestTypes } from "./protocol/index.ts";
 
@@ -92,6 +93,38 @@ export class Metrics {
     out.push(`switchboard_wal_checkpointed_frames_total ${gauges.checkpoints.frames}`);
     family("switchboard_wal_restarts_total", "counter", "Times the checkpointer thread made a WAL that had grown past 64 MiB under writes that never paused start over.");
     out.push(`switchboard_wal_restarts_total ${gauges.checkpoints.restarts}`);
+    processMetrics(out, family);
     return out.join("\n") + "\n";
+  }
+}
+
+/** When this process started, in seconds since the epoch (for `process_start_time_seconds`). */
+const startedAt = (Date.now() - performance.now()) / 1000;
+
+/**
+ * The process families Prometheus' own clients export, under their usual names, so that
+ * the usual dashboards and alerts work: CPU time, resident memory, open descriptors
+ * (and their limit), start time. Read from /proc on Linux; a family that cannot be read
+ * there is left out rather than reported as 0.
+ */
+function processMetrics(out: string[], family: (name: string, type: string, help: string) => void): void {
+  const cpu = process.cpuUsage();
+  family("process_cpu_seconds_total", "counter", "User and system CPU time spent, in seconds.");
+  out.push(`process_cpu_seconds_total ${(cpu.user + cpu.system) / 1e6}`);
+  family("process_resident_memory_bytes", "gauge", "Resident memory size in bytes.");
+  out.push(`process_resident_memory_bytes ${process.memoryUsage.rss()}`);
+  family("process_start_time_seconds", "gauge", "Start time of the process since the epoch, in seconds.");
+  out.push(`process_start_time_seconds ${Math.round(startedAt)}`);
+  try {
+    const fds = readdirSync("/proc/self/fd").length - 1; // less the one reading it
+    family("process_open_fds", "gauge", "Open file descriptors.");
+    out.push(`process_open_fds ${fds}`);
+    const soft = /^Max open files\s+(\d+)/m.exec(readFileSync("/proc/self/limits", "utf8"))?.[1];
+    if (soft) {
+      family("process_max_fds", "gauge", "The limit of open file descriptors.");
+      out.push(`process_max_fds ${soft}`);
+    }
+  } catch {
+    // Not Linux: no /proc.
   }
 }

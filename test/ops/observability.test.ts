@@ -4,6 +4,7 @@
  */
 import Ajv2020 from "ajv/dist/2020";
 import { beforeAll, describe, expect, test } from "bun:test";
+import { readdirSync, readFileSync } from "node:fs";
 import { ErrorCode, requestTypes } from "../../src/protocol/index.ts";
 import { binarySuite, binaryTmp, emptyFolderWithBinary, Instance } from "./binary.ts";
 
@@ -84,6 +85,18 @@ test("/metrics is valid exposition format and its series move with traffic", asy
   for (const code of ErrorCode.options) expect(value(before, "switchboard_errors_total", { code })).toBe(0);
   expect(value(before, "switchboard_connections")).toBe(0);
   expect(value(before, "switchboard_database_bytes")).toBeGreaterThan(0);
+  // The process families of Prometheus' own clients, read from the binary's process.
+  const stat = readFileSync(`/proc/${inst.proc.pid}/status`, "utf8");
+  const rssKb = Number(/^VmRSS:\s+(\d+) kB/m.exec(stat)?.[1]);
+  expect(value(before, "process_resident_memory_bytes")! / 1024).toBeGreaterThan(rssKb / 2);
+  expect(value(before, "process_resident_memory_bytes")! / 1024).toBeLessThan(rssKb * 2);
+  const fds = readdirSync(`/proc/${inst.proc.pid}/fd`).length;
+  expect(Math.abs(value(before, "process_open_fds")! - fds)).toBeLessThanOrEqual(3);
+  expect(value(before, "process_max_fds")).toBeGreaterThan(value(before, "process_open_fds")!);
+  expect(value(before, "process_cpu_seconds_total")).toBeGreaterThan(0);
+  const started = value(before, "process_start_time_seconds")!;
+  expect(started).toBeLessThanOrEqual(Date.now() / 1000 + 1);
+  expect(started).toBeGreaterThan(Date.now() / 1000 - 120);
 
   const s = await connect(inst);
   await s.request({ type: "signup", username: "edsger", password: "goto considered harmful" });
