@@ -67,6 +67,9 @@ export function closeCodeSent(code: number, reason: string): number {
   return 1002;
 }
 
+/** Close codes logged at info (at most one line a second): a fault, not a goodbye. */
+const FAULT_CLOSES: ReadonlySet<number> = new Set([1002, 1003, 1007, 1008, 1009, 1013, 4001]);
+
 /** Codes a client's own close is counted under; any other it sends is counted as "other". */
 const CLIENT_CLOSE_CODES: ReadonlySet<number> = new Set([1000, 1001, 1005, 1006]);
 
@@ -134,6 +137,7 @@ export function createServer(deps: ServerDeps) {
   const writeHealth = new WriteHealth();
   /** Every poll of /healthz while the disk is full would log it again. */
   const logWritesRefused = throttled(log.error, 10_000);
+  const logFaultClose = throttled(log.info, 1000);
   const rooms = createRoomService({ client: store.client, queries, clock, config, outbound, metrics, log, budget, writeHealth });
   const account = createAccountHandlers({
     accounts,
@@ -306,13 +310,18 @@ export function createServer(deps: ServerDeps) {
       rooms.drain(ws);
     },
     close(ws: Socket, code: number, reason: string) {
+      const user = ws.data.user?.id ?? null; // before signOut
       ws.data.closed = true;
       outbound.closed(ws);
       perAddress.remove(ws.data.address);
       account.signOut(ws);
       const counted = closeCodeCounted(ws.data.closedWith, code, reason);
       metrics.closed(counted);
-      log.debug("connection_closed", { conn: ws.data.id, code: counted, ...(counted === "other" ? { clientCode: code } : {}) });
+      const fields = { conn: ws.data.id, code: counted, ...(counted === "other" ? { clientCode: code } : {}) };
+      // A close for a fault (a protocol error, a policy, a slow consumer, a revoked
+      // session) is worth an operator's eye; the rest (1000, 1001, a dropped network) are not.
+      if (typeof counted === "number" && FAULT_CLOSES.has(counted)) logFaultClose("connection_closed", { ...fields, address: ws.data.address, user, reason });
+      else log.debug("connection_closed", fields);
     },
   };
 

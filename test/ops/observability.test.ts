@@ -197,6 +197,13 @@ test("logs are one JSON object per line and never hold a password or a token, ev
     const entry = JSON.parse(line) as Record<string, unknown>;
     expect(entry).toMatchObject({ time: expect.stringMatching(/^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$/), level: expect.any(String), event: expect.any(String) });
   }
+  // What an operator watching for guessing and abuse sees, at info, without the name tried.
+  const info = (event: string) => inst.lines.filter((l) => l.event === event && l.level === "info");
+  expect(info("signin_failed")).toEqual([expect.objectContaining({ type: "login", address: "127.0.0.1" })]);
+  expect(info("auth_refused")).toEqual([expect.objectContaining({ type: "auth", address: "127.0.0.1" })]);
+  expect(info("logout")).toEqual([expect.objectContaining({ all: true, revoked: 2 })]);
+  expect(info("connection_closed").some((l) => l.code === 4001 && l.reason === "session revoked")).toBe(true);
+  expect(inst.stderr).not.toContain("margaret");
 });
 
 test("--log-level warn drops info lines", async () => {

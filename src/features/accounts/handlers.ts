@@ -1,4 +1,4 @@
-import type { Logger } from "../../log.ts";
+import { throttled, type Logger } from "../../log.ts";
 import type { Metrics } from "../../metrics.ts";
 import { CloseCode, ProtocolError, type User } from "../../protocol/index.ts";
 import { KeyedCap } from "../../ws/connection-caps.ts";
@@ -32,6 +32,21 @@ export function createAccountHandlers(deps: {
   const { accounts, sessions, outbound, metrics, log, onSignOut } = deps;
   /** Signed-in connections per user id. */
   const perUser = new KeyedCap<number>(deps.maxPerUser);
+  // Refused sign-ins, for an operator watching for guessing: at most one line a second
+  // of each (with `suppressed`), never the name tried (a password typed into the name
+  // field would be logged) nor the token.
+  const logSigninFailed = throttled(log.info, 1000);
+  const logSigninThrottled = throttled(log.info, 1000);
+  const logAuthRefused = throttled(log.info, 1000);
+
+  /** Logs a refused sign-in (`err` as thrown), then lets it go on. */
+  function refused(ws: Socket, type: "signup" | "login" | "auth", err: unknown): never {
+    const fields = { conn: ws.data.id, address: ws.data.address, type };
+    if (err instanceof ProtocolError && err.code === "invalid_credentials") logSigninFailed("signin_failed", fields);
+    else if (err instanceof ProtocolError && err.code === "rate_limited") logSigninThrottled("signin_throttled", { ...fields, retryAfterMs: err.extra.retryAfterMs });
+    else if (err instanceof ProtocolError && err.code === "unauthorized") logAuthRefused("auth_refused", fields);
+    throw err;
+  }
 
   function signOut(ws: Socket): void {
     const conn = ws.data;
@@ -79,23 +94,31 @@ export function createAccountHandlers(deps: {
 
   const handlers = {
     async signup({ ws }, req) {
-      const s = await accounts.signup(req.username, req.password, { address: ws.data.address, stillWanted: () => !ws.data.closed });
+      const s = await accounts
+        .signup(req.username, req.password, { address: ws.data.address, stillWanted: () => !ws.data.closed })
+        .catch((e: unknown) => refused(ws, "signup", e));
       signIn(ws, s, true);
       return { user: s.user, token: s.token };
     },
     async login({ ws }, req) {
-      const s = await accounts.login(req.username, req.password, ws.data.address, () => !ws.data.closed);
+      const s = await accounts.login(req.username, req.password, ws.data.address, () => !ws.data.closed).catch((e: unknown) => refused(ws, "login", e));
       signIn(ws, s, true);
       return { user: s.user, token: s.token };
     },
     auth({ ws }, req) {
-      const s = accounts.auth(req.token);
+      let s: SignedIn;
+      try {
+        s = accounts.auth(req.token);
+      } catch (e) {
+        refused(ws, "auth", e);
+      }
       signIn(ws, s, false);
       return { user: s.user };
     },
     logout({ ws }, req) {
       const user = requireUser(ws);
       const revoked = accounts.logout(ws.data.sessionId!, user.id, req.all === true);
+      log.info("logout", { conn: ws.data.id, user: user.id, all: req.all === true, revoked: revoked.length });
       signOut(ws);
       for (const id of revoked) {
         for (const other of [...sessions.sockets(id)]) {
