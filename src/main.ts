@@ -10,6 +10,7 @@
 // First: a stop signal sent while the rest loads is held, not the default action (see signals.ts).
 import { defaultStopSignals, onStopSignal } from "./signals.ts";
 import type { Database } from "bun:sqlite";
+import { resolve } from "node:path";
 import pkg from "../package.json" with { type: "json" };
 import { systemClock } from "./clock.ts";
 import { ConfigError, loadConfig, settingsHelp, type Config } from "./config.ts";
@@ -29,7 +30,9 @@ Commands:
   migrate        apply database migrations and exit
   backup FILE    write a consistent copy of the database to FILE, safe while serving
 
-Options (each also an environment variable):
+Options (each also an environment variable; flags win over the environment, which
+wins over the files .env, .env.local and .env.$NODE_ENV read from the working
+directory; relative paths, DB_PATH's ./data included, are from the working directory):
 ${settingsHelp()}
   --help                       this text
   --version                    the version
@@ -211,7 +214,10 @@ async function serve(config: Config): Promise<void> {
   const host = config.HOST.includes(":") ? `[${config.HOST}]` : config.HOST;
   // `migrated`: the migrations this start applied (an upgrade, or a new database).
   const migrated = store.migrated.length > 0 ? { migrated: store.migrated } : {};
-  log.info("listening", { url: `http://${host}:${server.port}`, db: config.DB_PATH, version: pkg.version, ...migrated });
+  // `file`: the database as an absolute path (DB_PATH as given is relative to the working directory).
+  const file = config.DB_PATH === ":memory:" ? {} : { file: resolve(config.DB_PATH) };
+  const settings = { sync: config.DB_SYNC, maxConnections: app.maxConnections };
+  log.info("listening", { url: `http://${host}:${server.port}`, db: config.DB_PATH, ...file, ...settings, version: pkg.version, ...migrated });
   // SIGTERM, SIGINT and SIGHUP (a closing terminal) stop gracefully. One sent while
   // starting was held (signals.ts) and stops the server now, after the line above.
   onStopSignal((signal) => void stop(signal));

@@ -329,6 +329,8 @@ export function createServer(deps: ServerDeps) {
     fetch,
     websocket,
     metrics,
+    /** MAX_CONNECTIONS, or what it defaults to (90% of the open-files limit). */
+    maxConnections,
     /** Starts listening; `port: 0` picks a free port (read `server.port`). */
     listen(opts: { port?: number; hostname?: string } = {}): Server<Conn> {
       server = Bun.serve<Conn>({

@@ -20,6 +20,9 @@ test("--help lists a flag and the variable of every setting, and the subcommands
   expect(stderr).toBe("");
   for (const name of Object.keys(settings)) expect(stdout).toMatch(new RegExp(`^ +${flag(name)} +${name} `, "m"));
   for (const cmd of ["serve", "migrate", "backup FILE", "--version"]) expect(stdout).toContain(cmd);
+  // Where settings come from, and what relative paths are relative to.
+  expect(stdout).toContain(".env, .env.local and .env.$NODE_ENV read from the working\ndirectory");
+  expect(stdout).toContain("relative paths, DB_PATH's ./data included, are from the working directory");
 });
 
 test("--version prints the package version", async () => {

@@ -17,7 +17,13 @@ test("copied alone into an empty folder it creates ./data, migrates, serves, and
   const dir = emptyFolderWithBinary();
   expect(readdirSync(dir)).toEqual(["switchboard"]);
   const first = await start(dir);
-  expect(await first.waitFor("listening")).toMatchObject({ db: "./data/switchboard.db", migrated: ["0000_accounts", "0001_rooms"] });
+  expect(await first.waitFor("listening")).toMatchObject({
+    db: "./data/switchboard.db",
+    file: join(realpathSync(dir), "data/switchboard.db"),
+    sync: "NORMAL",
+    maxConnections: expect.any(Number),
+    migrated: ["0000_accounts", "0001_rooms"],
+  });
   expect(existsSync(join(dir, "data/switchboard.db"))).toBe(true);
   expect(await (await fetch(`${first.url}/healthz`)).json()).toEqual({ status: "ok" });
 
