@@ -56,6 +56,7 @@ opts.log(`Switchboard benchmarks on ${machine()}; at least ${o.warmup} unrecorde
 const started = performance.now();
 const rows: Row[] = [];
 const placements: string[] = [];
+const crashed: string[] = [];
 for (const s of chosen) {
   setPinning(o.pin && s.pinned);
   placements.push(`${s.name}: ${placement()}`);
@@ -64,6 +65,7 @@ for (const s of chosen) {
     rows.push(...(await s.run(opts)));
   } catch (e) {
     opts.log(`${s.name}: failed: ${e instanceof Error ? (e.stack ?? e.message) : String(e)}`);
+    crashed.push(s.name);
     process.exitCode = 1;
   }
 }
@@ -73,5 +75,6 @@ process.stdout.write(
   `Medians of ${o.reps} repetitions [min–max]; ratio = Switchboard / raw, pair by pair. ` +
     `${machine()}. ${((performance.now() - started) / 1000).toFixed(0)} s.\n` +
     `Placement (--no-pin: none pinned): ${placements.join("; ")}.\n` +
-    (failed.length ? `Targets missed: ${failed.join(", ")}\n` : "All targets met.\n"),
+    (crashed.length ? `Scenarios that failed to run (no figures): ${crashed.join(", ")}\n` : "") +
+    (failed.length ? `Targets missed: ${failed.join(", ")}\n` : crashed.length ? "The targets of the scenarios that ran were met.\n" : "All targets met.\n"),
 );

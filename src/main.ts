@@ -157,6 +157,9 @@ async function checkpointWal(client: Database, until: number, log: Logger): Prom
 
 async function serve(config: Config): Promise<void> {
   const log = createLogger(config.LOG_LEVEL);
+  // A log reader that has gone (a closed pipe: EPIPE) loses the lines, not the server:
+  // without a listener, the failed write ended the process with code 1, silently.
+  process.stderr.on("error", () => {});
   // Loaded here, not at import: inside the single-file binary Bun unpacks argon2's
   // native module into TMPDIR when it loads, and --help, migrate and backup need none.
   let hasherModule: typeof import("./features/accounts/password.ts");

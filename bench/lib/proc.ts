@@ -183,9 +183,12 @@ async function waitForPort(
   const seen: string[] = [];
   const it = lines(source);
   const found = (async () => {
-    for await (const line of it) {
-      seen.push(line);
-      const port = match(line);
+    // `it.next()`, not `for await`: leaving a for-await calls the iterator's `return`,
+    // which cancelled the stream and closed the pipe, and the server's next log line
+    // failed with EPIPE.
+    for (let r = await it.next(); !r.done; r = await it.next()) {
+      seen.push(r.value);
+      const port = match(r.value);
       if (port !== undefined) return port;
     }
     throw new Error(`${name} exited (code ${await proc.exited}) before listening:\n${[...seen, ...other].join("\n")}`);

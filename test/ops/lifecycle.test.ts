@@ -6,7 +6,7 @@ import { Database } from "bun:sqlite";
 import { expect, test } from "bun:test";
 import { existsSync, readdirSync, readlinkSync, realpathSync, rmSync, statSync } from "node:fs";
 import { join } from "node:path";
-import type { Frame } from "../helpers.ts";
+import { TestSocket, type Frame } from "../helpers.ts";
 import { binarySuite, binaryTmp, emptyFolderWithBinary, Instance, runOnce } from "./binary.ts";
 
 const PASSWORD = "correct horse battery staple";
@@ -114,6 +114,37 @@ test("a backup killed midway leaves snap.db.partial, never a snap.db cut short; 
     expect(copy.query("SELECT count(*) AS n FROM filler").get()).toEqual({ n: 200 });
   } finally {
     copy.close();
+  }
+});
+
+test("a log reader that goes away (EPIPE on stderr) loses the log lines, not the server", async () => {
+  const dir = emptyFolderWithBinary();
+  const proc = Bun.spawn(["./switchboard", "--port", "0", "--host", "127.0.0.1"], {
+    cwd: dir,
+    env: { PATH: process.env.PATH ?? "/usr/bin:/bin", TMPDIR: binaryTmp() },
+    stdout: "ignore",
+    stderr: "pipe",
+  });
+  try {
+    const reader = proc.stderr.getReader();
+    let text = "";
+    while (!text.includes('"listening"')) {
+      const { value, done } = await reader.read();
+      if (done) throw new Error(`exited before listening: ${text}`);
+      text += new TextDecoder().decode(value);
+    }
+    const port = Number(/"url":"http:\/\/127\.0\.0\.1:(\d+)"/.exec(text)?.[1]);
+    await reader.cancel(); // the pipe's reading end closes: the next log line fails with EPIPE
+    const s = await TestSocket.open(`ws://127.0.0.1:${port}/ws`);
+    // A refused sign-in is logged at info: the write fails, and used to end the process.
+    await s.request({ type: "signup", username: "pipe", password: PASSWORD });
+    expect(await s.request({ type: "login", username: "pipe", password: "wrong password!" })).toMatchObject({ code: "invalid_credentials" });
+    expect(await s.request({ type: "ping" })).toMatchObject({ type: "ok" });
+    expect(proc.exitCode).toBeNull();
+    proc.kill("SIGTERM");
+    expect(await proc.exited).toBe(0);
+  } finally {
+    proc.kill("SIGKILL");
   }
 });
 

@@ -41,6 +41,7 @@ export function createAccountHandlers(deps: {
 
   /** Logs a refused sign-in (`err` as thrown), then lets it go on. */
   function refused(ws: Socket, type: "signup" | "login" | "auth", err: unknown): never {
+    if (ws.data.closed) throw err; // gone before its hash ran: nobody was refused
     const fields = { conn: ws.data.id, address: ws.data.address, type };
     if (err instanceof ProtocolError && err.code === "invalid_credentials") logSigninFailed("signin_failed", fields);
     else if (err instanceof ProtocolError && err.code === "rate_limited") logSigninThrottled("signin_throttled", { ...fields, retryAfterMs: err.extra.retryAfterMs });
