@@ -7,11 +7,10 @@ import { dirname } from "node:path";
  * which reads one snapshot and is safe while a server writes (WAL). Refuses to
  * overwrite. Returns the copy's size in bytes.
  *
- * The copy is written as `<target>.partial`, synced, and only then named `target`
- * (a hard link, which fails rather than overwrite; a rename where the file system has
- * no hard links): a backup killed or cut off midway
- * (a signal, a full disk, a power loss) leaves a `.partial` file, never a `target`
- * that looks like a backup and is not a whole one.
+ * The copy is written as `<target>.partial`, synced, and only then named `target` (a
+ * hard link, which fails rather than overwrite; a rename where the file system has no
+ * hard links): a backup killed or cut off midway (a signal, a full disk, a power loss)
+ * leaves a `.partial` file, never a `target` that looks like a backup and is not whole.
  */
 export function backup(source: string, target: string): number {
   if (source === ":memory:") throw new Error("an in-memory database has nothing to back up");

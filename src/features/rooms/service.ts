@@ -11,7 +11,7 @@ import { CloseCode, ProtocolError, type ResultOf, type StoredMessage } from "../
 import type { Socket } from "../../ws/connection.ts";
 import type { Later } from "../../ws/dispatcher.ts";
 import type { Outbound } from "../../ws/outbound.ts";
-import { msUntil, nextSlot, refilled, type RequestBudget } from "../../ws/request-budget.ts";
+import { nextSlot, refilled, type RequestBudget } from "../../ws/request-budget.ts";
 import type { MessageInsert, RoomQueries } from "./queries.ts";
 
 /** A room with members connected (or sends in flight): its latest seq lives here while loaded. */
