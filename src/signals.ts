@@ -33,8 +33,11 @@ function release(): StopSignal | null {
 
 /** From now on `stop` handles every stop signal; one held while starting is passed to it at once. */
 export function onStopSignal(stop: (signal: StopSignal) => void): void {
-  const pending = release();
+  // The new listeners first: with none at all, even for a moment, the runtime restores
+  // the default action, and a signal then ends the process (exit 143). Seen once, on a
+  // signal sent about when the server began to listen.
   for (const signal of STOP_SIGNALS) process.on(signal, () => stop(signal));
+  const pending = release();
   if (pending) stop(pending);
 }
 
