@@ -82,6 +82,11 @@ export const settings = {
     default: "0",
     help: "connections one user may have signed in at once; a signup, login or auth past it is rate_limited (0: no cap)",
   },
+  MAX_SESSIONS_PER_USER: {
+    schema: int(1),
+    default: "100",
+    help: "live sessions one user may hold; a login past it revokes the least recently used (their connections are closed with 4001)",
+  },
   MAX_ROOMS_PER_CONNECTION: { schema: int(1), default: "100", help: "rooms one connection may be in at once; a join past it is bad_request" },
   SESSION_IDLE_DAYS: { schema: num(0.0001), default: "30", help: "a session token expires after this long unused, an open connection signed in with it counting as use (at least 0.0001)" },
   HASH_CONCURRENCY: {

@@ -26,6 +26,25 @@ describe("accounts over WebSocket", () => {
     expect("ref" in r).toBe(false);
   });
 
+  test("MAX_SESSIONS_PER_USER: a login past it revokes the least recently used session, and its connection gets 4001; at it, none", async () => {
+    t = await startApp({ config: { MAX_SESSIONS_PER_USER: 2 } });
+    const first = await t.connect();
+    await first.request({ type: "signup", username: "ada", password: PW });
+    const second = await t.connect();
+    expect(await second.request({ type: "login", username: "ada", password: PW })).toMatchObject({ type: "ok" });
+    // Two sessions: at the cap, both stand.
+    expect(await first.request({ type: "ping" })).toMatchObject({ type: "ok" });
+    const third = await t.connect();
+    const closed = first.closed;
+    expect(await third.request({ type: "login", username: "ada", password: PW })).toMatchObject({ type: "ok" });
+    // The third: the signup's session was used least lately, so it goes.
+    expect(await closed).toEqual({ code: 4001, reason: "session revoked" });
+    expect(await second.request({ type: "who", room: "lobby" })).toMatchObject({ type: "ok" });
+    expect(await third.request({ type: "who", room: "lobby" })).toMatchObject({ type: "ok" });
+    const live = t.store.client.query("SELECT count(*) AS n FROM sessions WHERE revoked_at IS NULL").get();
+    expect(live).toEqual({ n: 2 });
+  });
+
   test("username_taken, case-insensitively", async () => {
     t = await startApp();
     const s = await t.connect();

@@ -131,6 +131,26 @@ describe("accounts service", () => {
     expect(setup(defaultConfig({ SESSION_IDLE_DAYS: 0.0001 })).accounts.sweepEveryMs).toBeCloseTo(864, 6);
   });
 
+  test("evictSessions keeps the MAX_SESSIONS_PER_USER most recently used live sessions of the user and revokes the rest", async () => {
+    const { accounts, clock } = setup(defaultConfig({ MAX_SESSIONS_PER_USER: 3 }));
+    const a = await accounts.signup("ada", "correct horse battery");
+    const other = await accounts.signup("bob", "correct horse battery");
+    const logins: Array<{ token: string; sessionId: number }> = [];
+    for (let i = 0; i < 3; i++) {
+      clock.advance(120_000);
+      logins.push(await accounts.login("ada", "correct horse battery", "1.2.3.4"));
+    }
+    // Four live sessions of ada; the signup's is used last (its use not even written yet), so the first login's goes.
+    clock.advance(120_000);
+    expect(accounts.auth(a.token).sessionId).toBe(a.sessionId);
+    expect(accounts.evictSessions(a.user.id)).toEqual([logins[0]!.sessionId]);
+    expect(await code(() => accounts.auth(logins[0]!.token))).toBe("unauthorized");
+    for (const s of [a, logins[1]!, logins[2]!]) expect(accounts.auth(s.token).sessionId).toBe(s.sessionId);
+    // At the cap, nothing more goes; another user's sessions are not counted.
+    expect(accounts.evictSessions(a.user.id)).toEqual([]);
+    expect(accounts.auth(other.token).sessionId).toBe(other.sessionId);
+  });
+
   test("an idle period shorter than a minute: a token used within it stays alive, one left unused expires", async () => {
     const idleMs = 8_640; // SESSION_IDLE_DAYS 0.0001
     const { accounts, clock } = setup(defaultConfig({ SESSION_IDLE_DAYS: 0.0001 }));

@@ -49,6 +49,29 @@ export function createAccountHandlers(deps: {
     throw err;
   }
 
+  /**
+   * After a login: the user's sessions past MAX_SESSIONS_PER_USER are revoked, least
+   * recently used first, and their connections closed with 4001. Housekeeping: if it
+   * fails, the login still stands.
+   */
+  function evictSessions(userId: number): void {
+    try {
+      const evicted = accounts.evictSessions(userId);
+      if (evicted.length === 0) return;
+      log.info("sessions_evicted", { user: userId, count: evicted.length });
+      closeRevoked(evicted);
+    } catch (err) {
+      log.error("session_eviction_failed", { user: userId, err });
+    }
+  }
+
+  /** Closes every connection signed in with one of `revoked` with 4001. */
+  function closeRevoked(revoked: number[]): void {
+    for (const id of revoked) {
+      for (const other of [...sessions.sockets(id)]) outbound.close(other, CloseCode.sessionRevoked, "session revoked");
+    }
+  }
+
   function signOut(ws: Socket): void {
     const conn = ws.data;
     if (conn.sessionId === null) return;
@@ -104,6 +127,7 @@ export function createAccountHandlers(deps: {
     async login({ ws }, req) {
       const s = await accounts.login(req.username, req.password, ws.data.address, () => !ws.data.closed).catch((e: unknown) => refused(ws, "login", e));
       signIn(ws, s, true);
+      evictSessions(s.user.id);
       return { user: s.user, token: s.token };
     },
     auth({ ws }, req) {
@@ -121,11 +145,7 @@ export function createAccountHandlers(deps: {
       const revoked = accounts.logout(ws.data.sessionId!, user.id, req.all === true);
       log.info("logout", { conn: ws.data.id, user: user.id, all: req.all === true, revoked: revoked.length });
       signOut(ws);
-      for (const id of revoked) {
-        for (const other of [...sessions.sockets(id)]) {
-          outbound.close(other, CloseCode.sessionRevoked, "session revoked");
-        }
-      }
+      closeRevoked(revoked);
       return {};
     },
   } satisfies Pick<Handlers, "signup" | "login" | "auth" | "logout">;

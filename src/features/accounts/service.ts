@@ -118,6 +118,14 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
     .returning({ id: sessions.id })
     .prepare();
 
+  /** Revokes a user's live sessions past the `keep` most recently used; returns their ids. */
+  const revokeLeastUsed = store.client.prepare<{ id: number }, [number, number, number]>(
+    `UPDATE sessions SET revoked_at = ?1 WHERE id IN (
+       SELECT id FROM sessions WHERE user_id = ?2 AND revoked_at IS NULL AND expires_at > ?1
+       ORDER BY last_used_at DESC, id DESC LIMIT -1 OFFSET ?3
+     ) RETURNING id`,
+  );
+
   const deleteDeadSessions = store.client.prepare<never, [number]>(
     "DELETE FROM sessions WHERE revoked_at IS NOT NULL OR expires_at <= ?",
   );
@@ -236,6 +244,16 @@ export function createAccountService(deps: { store: Store; hasher: PasswordHashe
       clearTimeout(touchTimer);
       touchTimer = undefined;
       if (touched.size > 0) writeTouches();
+    },
+
+    /**
+     * Revokes the user's live sessions past the MAX_SESSIONS_PER_USER most recently used
+     * (after a login: each adds one, and a script logging in on every run made a session
+     * a run, each kept for SESSION_IDLE_DAYS). Returns the revoked ids.
+     */
+    evictSessions(userId: number): number[] {
+      this.flushTouches(); // the latest uses decide which go
+      return revokeLeastUsed.all(clock.now(), userId, config.MAX_SESSIONS_PER_USER).map((r) => r.id);
     },
 
     /** Revokes the session (or every live session of its user) and returns the revoked ids. */
