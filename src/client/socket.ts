@@ -148,7 +148,8 @@ export class Socket {
     const now = Date.now();
     if (now >= this.pausedUntil) this.window = Math.max(1, Math.floor(this.window / 2));
     // One ms more: `Date.now()` counts whole ms, and the hint is when the server's bucket
-    // is back to exactly one token (a ping written on the hint's ms was refused again).
+    // just holds what the request needs (a ping written on the hint's ms was refused
+    // again). Hints of one pause are queued a token apart: the latest covers them all.
     this.pausedUntil = Math.max(this.pausedUntil, now + (retryAfterMs ?? DEFAULT_RETRY_AFTER_MS) + 1);
   }
 
