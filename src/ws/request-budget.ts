@@ -40,7 +40,8 @@ export function nextSlot(queuedUntil: number, tokens: number, need: number, rate
 export const BYTES_PER_TOKEN = 1024;
 
 /**
- * The least debt that closes a connection (see `RequestBudget.floodDebt`): twice the
+ * The fewest tokens' worth of refused frames, still waiting for their `retryAfterMs`,
+ * that closes a connection (see `RequestBudget.floodDebt`): twice the
  * frames the server holds behind a sign-in (MAX_PENDING). A client with fewer than MAX_PENDING requests
  * unanswered at a time, which stops writing at a `rate_limited` until its
  * `retryAfterMs` (the SDK does), never gets there: its refused frames are fewer than
@@ -51,7 +52,7 @@ export const FLOOD_DEBT_MIN = 2 * MAX_PENDING;
 /**
  * A connection's request budget (`Conn.requestTokens`): `rate` tokens a second up to
  * `burst`, refilled by `performance.now()`. Every frame takes one token (the
- * dispatcher), a reply one more per BYTES_PER_TOKEN past its first, and what else the
+ * dispatcher), a frame or a reply one more per BYTES_PER_TOKEN past its first, and what else the
  * connection causes to be sent one per BYTES_PER_TOKEN. Below 0 it is debt: requests are refused until it is
  * paid back. Replies take it at most half a burst into debt.
  *
@@ -66,7 +67,8 @@ export const FLOOD_DEBT_MIN = 2 * MAX_PENDING;
 export class RequestBudget {
   private readonly replyFloor: number;
   /**
-   * The debt at which a connection is closed with 1008: a whole burst, and never less
+   * The tokens' worth of refused frames still waiting for their time (`flooding`) at
+   * which a connection is closed with 1008: a whole burst, and never less
    * than FLOOD_DEBT_MIN, so that a client pipelining requests can hear its first
    * `rate_limited` and stop before it is closed, whatever the configured burst. (With a
    * burst of 20, a client that had 32 requests unanswered was closed while it still
