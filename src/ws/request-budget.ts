@@ -28,6 +28,11 @@ export function nextSlot(queuedUntil: number, tokens: number, need: number, rate
   return queuedUntil > now ? Math.max(own, queuedUntil + (need * 1000) / rate) : own;
 }
 
+/** A refused request's `retryAfterMs` for the time `queuedUntil` it may run at (whole ms, rounded up). */
+export function hintMs(queuedUntil: number, now: number): number {
+  return Math.max(0, Math.ceil(queuedUntil - now));
+}
+
 /**
  * Bytes of a reply past its first KiB, or of what a connection makes the server send
  * besides (replayed messages, its presence events to a room), that cost one request
@@ -101,7 +106,7 @@ export class RequestBudget {
 
   /** For a frame just refused (after `spendFrame`): the ms until it may run, if those refused before it are sent again at their own times. */
   retryAfterMs(conn: Conn, now: number): number {
-    return Math.max(0, Math.ceil(conn.requestQueuedUntil - now));
+    return hintMs(conn.requestQueuedUntil, now);
   }
 
   /**

@@ -65,7 +65,10 @@ async function retryingAtHints(s: TestSocket, frames: Array<Record<string, unkno
 }
 
 test("a client that retries each refused send at its retryAfterMs gets them all through, each on its first retry (the hints queue them)", async () => {
-  t = await startApp({ config: { SEND_RATE: 100, SEND_BURST: 5 } });
+  // A burst of 10 at 50 a second: retries that a stalled machine delays together (up to
+  // 200 ms) still find their tokens saved; at 5 and 100 a second, a 50 ms stall of the
+  // test process had retries refused again for the burst's cap.
+  t = await startApp({ config: { SEND_RATE: 50, SEND_BURST: 10 } });
   const { s } = await signedIn(t);
   await s.request({ type: "join", room: "queue" });
   const { answers, refusedAgain } = await retryingAtHints(s, range(30).map((i) => ({ type: "send", room: "queue", body: `m${i}`, nonce: `n${i}` })));
@@ -75,7 +78,7 @@ test("a client that retries each refused send at its retryAfterMs gets them all 
 });
 
 test("a client that retries each request refused by the request budget at its retryAfterMs gets them all through, each on its first retry", async () => {
-  t = await startApp({ config: { REQUEST_RATE: 100, REQUEST_BURST: 5, SEND_RATE: 0.5, SEND_BURST: 1 } });
+  t = await startApp({ config: { REQUEST_RATE: 50, REQUEST_BURST: 10, SEND_RATE: 0.5, SEND_BURST: 1 } });
   const s = await t.connect();
   const { answers, refusedAgain } = await retryingAtHints(s, range(30).map(() => ({ type: "ping" })));
   expect(answers.every((a) => a.type === "ok")).toBe(true);

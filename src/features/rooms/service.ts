@@ -11,7 +11,7 @@ import { CloseCode, ProtocolError, type ResultOf, type StoredMessage } from "../
 import type { Socket } from "../../ws/connection.ts";
 import type { Later } from "../../ws/dispatcher.ts";
 import type { Outbound } from "../../ws/outbound.ts";
-import { nextSlot, refilled, type RequestBudget } from "../../ws/request-budget.ts";
+import { hintMs, nextSlot, refilled, type RequestBudget } from "../../ws/request-budget.ts";
 import type { MessageInsert, RoomQueries } from "./queries.ts";
 
 /** A room with members connected (or sends in flight): its latest seq lives here while loaded. */
@@ -420,7 +420,7 @@ export function createRoomService(deps: {
     conn.sendRefilledAt = now;
     if (conn.sendTokens < 1) {
       conn.sendQueuedUntil = nextSlot(conn.sendQueuedUntil, conn.sendTokens, 1, config.SEND_RATE, now);
-      const retryAfterMs = Math.ceil(conn.sendQueuedUntil - now);
+      const retryAfterMs = hintMs(conn.sendQueuedUntil, now);
       throw new ProtocolError("rate_limited", `at most ${config.SEND_RATE} sends per second`, { retryAfterMs });
     }
     conn.sendTokens -= 1;
