@@ -54,6 +54,11 @@ export const settings = {
     default: "1048576",
     help: "per-client send buffer; past it the client is closed with 1013 (at least 65536)",
   },
+  DELIVERY_INTERVAL_MS: {
+    schema: int(0, 1000),
+    default: "5",
+    help: "a busy room's message events are written to its members at most once per this many ms, together (0 to 1000; 0: every commit writes at once); a room quiet that long writes at once, and the sender's ok never waits",
+  },
   INVALID_FRAME_LIMIT: { schema: int(1), default: "10", help: "invalid frames in a row before closing with 1008" },
   REQUEST_RATE: {
     schema: num(0.001),

@@ -55,6 +55,12 @@ test("defaultConfig: a setting given as its text is parsed like the environment'
   expect(() => defaultConfig({ TRUSTED_PROXIES: "proxy.example" })).toThrow(ConfigError);
 });
 
+test("DELIVERY_INTERVAL_MS: 5 by default, 0 (off) to 1000; 1001, negatives and fractions are refused", () => {
+  expect(loadConfig({}).config.DELIVERY_INTERVAL_MS).toBe(5);
+  for (const ok of ["0", "1", "1000"]) expect(loadConfig({ DELIVERY_INTERVAL_MS: ok }).config.DELIVERY_INTERVAL_MS).toBe(Number(ok));
+  for (const bad of ["1001", "-1", "2.5", ""]) expect(() => loadConfig({ DELIVERY_INTERVAL_MS: bad })).toThrow(ConfigError);
+});
+
 test("IDLE_TIMEOUT_S: 0 (off) or 8 to 960; 1 to 7 and 961 are refused", () => {
   for (const ok of ["0", "8", "960"]) expect(loadConfig({ IDLE_TIMEOUT_S: ok }).config.IDLE_TIMEOUT_S).toBe(Number(ok));
   for (const bad of ["1", "7", "961"]) expect(() => loadConfig({ IDLE_TIMEOUT_S: bad })).toThrow(ConfigError);

@@ -63,6 +63,8 @@ test("network loss (1006) with sends unanswered: retried with the same nonce, st
 
   const results = await Promise.all(sends);
   expect(results.map((r) => r.seq)).toEqual([1, 2, 3]);
+  // The ok does not wait for the message events (DELIVERY_INTERVAL_MS).
+  await gotB.waitFor(3);
   expect(results.map((r) => r.at)).toEqual(gotB.messages.map((m) => m.at));
   await gotA.waitFor(3);
   expectGapless(gotA.seqs(), 3);
