@@ -34,6 +34,7 @@ async function waitFor(word: string): Promise<void> {
 
 const result: WorkerResult = { acks: 0, deliveries: 0, errors: 0, closed: 0, lat: [], elapsedMs: 0 };
 const lat = new Reservoir(50_000);
+const deliveryLat = new Reservoir(50_000);
 let running = false;
 let setupDone = false;
 
@@ -141,6 +142,29 @@ function rpcFrame(ref: number): string {
   }
 }
 
+/**
+ * Send-to-delivery latency at the room's only sender (`soleSender`): each message event
+ * it receives is its own next one. A refused send has no event, and which one it was is
+ * not known here, so a refusal ends the measuring for that connection.
+ */
+function ownDeliveries(sender: boolean) {
+  const on = sender && spec.soleSender === true;
+  let lost = false;
+  const pending: number[] = [];
+  return {
+    sent(): void {
+      if (on) pending.push(performance.now());
+    },
+    delivered(): void {
+      const at = on ? pending.shift() : undefined;
+      if (running && !lost && at !== undefined) deliveryLat.add(performance.now() - at);
+    },
+    lost(): void {
+      lost = true;
+    },
+  };
+}
+
 function armWs(conns: WsConn[]): void {
   let ref = 0;
   const body = JSON.stringify(spec.body ?? "hello");
@@ -149,12 +173,15 @@ function armWs(conns: WsConn[]): void {
     const c = spec.conns[i]!;
     if (spec.mode === "chat") {
       const sentAt: number[] = [];
+      const own = ownDeliveries(c.sender === true);
       const sendOne = () => {
         sentAt.push(performance.now());
+        own.sent();
         conn.ws.send(`{"type":"send","ref":${++ref},"room":"${spec.room}","body":${body}}`);
       };
       conn.onFrame = (t, text) => {
         if (t === M) {
+          own.delivered();
           if (running) result.deliveries++;
         } else if (t === O) {
           const at = sentAt.shift();
@@ -164,6 +191,7 @@ function armWs(conns: WsConn[]): void {
           if (!spec.rate) sendOne();
         } else if (t === E) {
           sentAt.shift();
+          own.lost();
           noteError(text ?? "error");
           if (running && !spec.rate) sendOne();
         }
@@ -215,12 +243,15 @@ function armSio(sockets: SioSocket[]): void {
     const s = sockets[i]!;
     const c = spec.conns[i]!;
     if (spec.mode === "chat") {
+      const own = ownDeliveries(c.sender === true);
       s.on("message", () => {
+        own.delivered();
         if (running) result.deliveries++;
       });
       if (c.sender) {
         const sendOne = () => {
           const at = performance.now();
+          own.sent();
           s.emit("send", { room: spec.room, body }, () => {
             if (!running) return;
             result.acks++;
@@ -279,6 +310,7 @@ async function main(): Promise<void> {
   running = false;
   result.elapsedMs = performance.now() - t0;
   result.lat = lat.values.map((v) => Math.round(v * 1000) / 1000);
+  if (deliveryLat.values.length) result.deliveryLat = deliveryLat.values.map((v) => Math.round(v * 1000) / 1000);
   setupDone = false;
   out({ result });
   closeAll();

@@ -1,6 +1,6 @@
 /** The measurements the scenarios share, each one timed window of load from worker processes. */
 import { runLoad, split, type ConnSpec, type ServerProc, type WorkerResult, type WorkerSpec } from "./proc.ts";
-import { JIT_FIGURE, latencyFigures, type BenchOptions, type Figures } from "./scenario.ts";
+import { JIT_FIGURE, deliveryFigures, latencyFigures, type BenchOptions, type Figures } from "./scenario.ts";
 
 function total(rs: WorkerResult[], key: "acks" | "deliveries" | "errors" | "closed"): number {
   return rs.reduce((n, r) => n + r[key], 0);
@@ -22,6 +22,7 @@ function rates(rs: WorkerResult[], serverCpuMs: number, serverJitMs: number, ser
     "msgs/s": acks / secs,
     "deliveries/s": total(rs, "deliveries") / secs,
     ...latencyFigures(rs.flatMap((r) => r.lat)),
+    ...(rs.some((r) => r.deliveryLat?.length) ? deliveryFigures(rs.flatMap((r) => r.deliveryLat ?? [])) : {}),
     ...(server
       ? { "cpu us/msg": (serverCpuMs * 1000) / acks, "cpu us/delivery": (serverCpuMs * 1000) / total(rs, "deliveries"), "busy %": busy(serverCpuMs, secs), [JIT_FIGURE]: busy(serverJitMs, secs) }
       : {}),
@@ -57,8 +58,9 @@ export interface RoomLoad {
 
 /**
  * `members` connections join `room`; `senders` of them send as fast as their window
- * allows. Figures: msgs/s acknowledged, deliveries/s received by all members, and
- * p50/p99 send-to-ack latency in ms.
+ * allows. Figures: msgs/s acknowledged, deliveries/s received by all members,
+ * p50/p99 send-to-ack latency in ms, and with one sender p50/p99 send-to-delivery (its
+ * own message event).
  */
 export async function measureRoom(load: RoomLoad, opts: BenchOptions): Promise<Figures> {
   const conns: ConnSpec[] = Array.from({ length: load.members }, (_, i) => ({
@@ -77,6 +79,7 @@ export async function measureRoom(load: RoomLoad, opts: BenchOptions): Promise<F
     window: load.window,
     body: load.body,
     ...(load.rate ? { rate: load.rate } : {}),
+    ...(load.senders === 1 ? { soleSender: true } : {}),
   }));
   const { results: rs, serverCpuMs, serverJitMs } = await runLoad(specs, load.server);
   check(`room load on ${load.url}`, rs, opts);

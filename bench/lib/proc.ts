@@ -309,6 +309,11 @@ export interface WorkerSpec {
   body?: string;
   /** chat: sends per second per sender, open loop (at most `window` outstanding); unset: closed loop */
   rate?: number;
+  /**
+   * chat: the room's only sender is here, so every message event it receives is one of
+   * its own, in the order it sent them: it measures send-to-delivery latency.
+   */
+  soleSender?: boolean;
   /** rpc: what each connection asks, one request outstanding at a time */
   rpc?: "ping" | "history" | "login";
   historyMaxSeq?: number;
@@ -328,6 +333,8 @@ export interface WorkerResult {
   closed: number;
   /** Request-to-reply latencies in ms (a sample). */
   lat: number[];
+  /** Send-to-delivery latencies in ms at the sender (`soleSender`; a sample). */
+  deliveryLat?: number[];
   elapsedMs: number;
   firstError?: string;
 }

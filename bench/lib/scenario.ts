@@ -135,3 +135,7 @@ export function passes(r: Row): boolean | undefined {
 export function latencyFigures(lat: number[]): Figures {
   return { p50: quantile(lat, 0.5), p99: quantile(lat, 0.99) };
 }
+
+export function deliveryFigures(lat: number[]): Figures {
+  return { "delivery p50": quantile(lat, 0.5), "delivery p99": quantile(lat, 0.99) };
+}
