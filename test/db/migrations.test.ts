@@ -1,5 +1,6 @@
 import { Database } from "bun:sqlite";
-import { expect, test } from "bun:test";
+import { expect, spyOn, test } from "bun:test";
+import * as fs from "node:fs";
 import { chmodSync, existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
@@ -116,4 +117,45 @@ test("migrate returns the migrations it applied (none the second time), and refu
   expect(() => migrate(db, client, v1)).toThrow(/migrated by a newer Switchboard/);
   expect(client.query("SELECT count(*) AS n FROM __drizzle_migrations").get()).toEqual({ n: 2 });
   expect(migrate(db, client, v2)).toEqual([]);
+});
+
+test("backup on a file system without hard links: the copy is renamed into place, still never over an existing file; other link errors are thrown", () => {
+  const dir = mkdtempSync(join(tmpdir(), "switchboard-db-"));
+  const link = spyOn(fs, "linkSync");
+  try {
+    const path = join(dir, "app.db");
+    const store = openStore(path);
+    store.client.run("INSERT INTO users (username, password_hash, created_at) VALUES ('ada', 'x', 0)");
+    const fail = (code: string) => link.mockImplementation(() => {
+      throw Object.assign(new Error(`${code}: link`), { code });
+    });
+    for (const code of ["EPERM", "ENOTSUP", "EOPNOTSUPP", "ENOSYS"]) {
+      fail(code);
+      const copy = join(dir, `copy-${code}.db`);
+      expect(backup(path, copy)).toBeGreaterThan(0);
+      expect(existsSync(`${copy}.partial`)).toBe(false);
+      const db = new Database(copy, { readonly: true });
+      expect(db.query("SELECT username FROM users").all()).toEqual([{ username: "ada" }]);
+      db.close();
+    }
+    // A FILE that appears while the copy is written (between the check and the link) is
+    // not overwritten by the rename.
+    const late = join(dir, "late.db");
+    link.mockImplementation(() => {
+      writeFileSync(late, "someone else's");
+      throw Object.assign(new Error("EPERM: link"), { code: "EPERM" });
+    });
+    expect(() => backup(path, late)).toThrow(`${late} exists; choose a new file`);
+    expect(readFileSync(late, "utf8")).toBe("someone else's");
+    expect(existsSync(`${late}.partial`)).toBe(false);
+    // Any other failure is the backup's failure: no file under either name.
+    fail("EIO");
+    expect(() => backup(path, join(dir, "io.db"))).toThrow("EIO: link");
+    expect(existsSync(join(dir, "io.db"))).toBe(false);
+    expect(existsSync(join(dir, "io.db.partial"))).toBe(false);
+    store.close();
+  } finally {
+    link.mockRestore();
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
