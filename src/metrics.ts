@@ -23,6 +23,8 @@ export class Metrics {
   readonly closes = new Map<number | "other", number>();
   messagesStored = 0;
   messagesDeduplicated = 0;
+  /** Message events that waited for their room's DELIVERY_INTERVAL_MS. */
+  messageEventsHeld = 0;
   commits = 0;
   private readonly latencyCounts = new Array<number>(LATENCY_BUCKETS_MS.length).fill(0);
   private latencyCount = 0;
@@ -73,6 +75,8 @@ export class Metrics {
     out.push(`switchboard_messages_stored_total ${this.messagesStored}`);
     family("switchboard_messages_deduplicated_total", "counter", "Sends answered from an earlier send with the same nonce.");
     out.push(`switchboard_messages_deduplicated_total ${this.messagesDeduplicated}`);
+    family("switchboard_message_events_held_total", "counter", "Message events that waited for their room's next write (DELIVERY_INTERVAL_MS) instead of going out at once.");
+    out.push(`switchboard_message_events_held_total ${this.messageEventsHeld}`);
     family("switchboard_commits_total", "counter", "Database transactions that stored messages (group commits).");
     out.push(`switchboard_commits_total ${this.commits}`);
     // Prometheus' base unit is the second.

@@ -18,6 +18,8 @@ async function member(room = "lobby") {
   return m;
 }
 
+const heldMetric = async () => Number(/\nswitchboard_message_events_held_total (\d+)\n/.exec(await (await fetch(`${t.url}/metrics`)).text())?.[1]);
+
 const messageSeqs = (frames: Frame[]) => frames.filter((f) => f.type === "message").map((f) => f.seq as number);
 
 /** Sends `bodies` in order, each answered ok; returns the seqs. */
@@ -49,6 +51,7 @@ test("a quiet room's message goes out at once; those sent within the interval wa
   expect(waited).toBeLessThan(INTERVAL + 2000);
   // The sender gets its own messages the same way.
   expect(messageSeqs(await a.s.messages("lobby", 3))).toEqual([1, 2, 3]);
+  expect(await heldMetric()).toBe(2);
 });
 
 test("DELIVERY_INTERVAL_MS=0: every commit's message events are written in its own turn", async () => {
@@ -59,6 +62,7 @@ test("DELIVERY_INTERVAL_MS=0: every commit's message events are written in its o
   // Published in the commit's turn, before b's ping is even read: on b's socket first.
   await b.s.request({ type: "ping" });
   expect(messageSeqs(b.s.unclaimed)).toEqual([1, 2, 3]);
+  expect(await heldMetric()).toBe(0);
 });
 
 test("a join while messages are held: the members hear of them before the join, and the joiner gets each once", async () => {

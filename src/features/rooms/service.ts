@@ -173,6 +173,7 @@ export function createRoomService(deps: {
     }
     if (room.held.length === 0) waiting.add(room);
     room.held.push(frame);
+    metrics.messageEventsHeld++;
   }
 
   /**
