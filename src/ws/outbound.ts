@@ -74,6 +74,26 @@ export class Outbound {
     this.mark = this.published;
   }
 
+  /**
+   * Whether `frame` may still be published in this commit's turn. What a turn publishes
+   * is not in any socket's buffered amount until the turn ends, so the measurement
+   * cannot see it: a turn that published more than the limit (a room's events held for
+   * a second, 12 MB of them) passed Bun's backpressure limit before any check, and Bun
+   * dropped frames from the middle of the stream of readers that were keeping up. So a
+   * turn publishes at most half the limit (counted by `frameBytesBound`), always at least
+   * one frame: a socket measured at the limit then ends the turn under 1.5 times it,
+   * below Bun's `backpressureLimit` (twice it), and is closed with 1013 at the next
+   * measurement. The rest waits for the next turn.
+   */
+  /** Whether this commit's turn has published anything (it is written when the turn ends). */
+  get publishing(): boolean {
+    return this.published !== this.mark;
+  }
+
+  fits(frame: string): boolean {
+    return this.published === this.mark || this.published - this.mark + frameBytesBound(frame) <= this.limit / 2;
+  }
+
   publish(server: Server<unknown>, topic: string, frame: string): void {
     this.published += frameBytesBound(frame);
     server.publish(topic, frame);

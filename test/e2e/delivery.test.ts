@@ -65,7 +65,7 @@ test("DELIVERY_INTERVAL_MS=0: every commit's message events are written in its o
   expect(await heldMetric()).toBe(0);
 });
 
-test("a join while messages are held: the members hear of them before the join, and the joiner gets each once", async () => {
+test("a join while messages are held: the members hear of them before the join's presence, and the joiner gets each once", async () => {
   t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: INTERVAL } });
   const a = await member();
   const b = await member();
@@ -81,7 +81,7 @@ test("a join while messages are held: the members hear of them before the join, 
   const d = await signedIn(t);
   expect(await d.s.request({ type: "join", room: "lobby" })).toMatchObject({ type: "ok", seq: 3 });
 
-  // b got 2 and 3 at the join (not at the interval's end), before the presence event.
+  // b gets 2 and 3, then the presence event, queued behind them.
   const joined = await b.s.next((f) => f.type === "presence" && f.user === c.name, 500);
   expect(joined.state).toBe("join");
   const order = b.s.frames.filter((f) => f.type === "message" || f.type === "presence").map((f) => (f.type === "message" ? f.seq : f.user));
@@ -162,3 +162,56 @@ test("a room whose last member closed before its message was committed: joined a
   await b.s.request({ type: "ping" });
   expect(messageSeqs(b.s.frames)).toEqual([1, 2, 3, 4]);
 });
+
+/** `n` sends of `size`-character bodies written back to back; resolves with the replies. */
+function burst(s: Awaited<ReturnType<typeof member>>["s"], n: number, size: number): Promise<Frame[]> {
+  return Promise.all(Array.from({ length: n }, (_, i) => s.request({ type: "send", room: "lobby", body: `${i}:`.padEnd(size, "x") })));
+}
+
+for (const interval of [0, 1000]) {
+  test(`DELIVERY_INTERVAL_MS=${interval}: megabytes of events at once reach readers that keep up, all of them, in order, and nobody is closed`, async () => {
+    // The smallest send buffer: a turn may publish 32 KiB (bound) of events.
+    t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: interval, SEND_BUFFER_BYTES: 65_536 } });
+    const a = await member();
+    const readers = [await member(), await member()];
+    const n = 1500;
+    const replies = await burst(a.s, n, 4000); // 6 MB
+    expect(replies.every((r) => r.type === "ok")).toBe(true);
+    for (const r of readers) {
+      expect(messageSeqs(await r.s.messages("lobby", n, 20_000))).toEqual(Array.from({ length: n }, (_, i) => i + 1));
+      expect(await r.s.request({ type: "ping" })).toMatchObject({ type: "ok" });
+    }
+    expect(messageSeqs(await a.s.messages("lobby", n, 20_000))).toHaveLength(n);
+  });
+}
+
+test("a graceful stop with megabytes held writes them all before the 1001", async () => {
+  t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: 60_000, SEND_BUFFER_BYTES: 65_536 } });
+  const a = await member();
+  const b = await member();
+  await sendAll(a.s, ["one"]);
+  await b.s.messages("lobby", 1);
+  const n = 1000;
+  await burst(a.s, n, 4000); // held for a minute
+  await t.app.shutdown();
+  expect((await b.s.closed).code).toBe(1001);
+  expect(messageSeqs(b.s.frames)).toEqual(Array.from({ length: n + 1 }, (_, i) => i + 1));
+});
+
+for (const interval of [0, INTERVAL]) {
+  test(`DELIVERY_INTERVAL_MS=${interval}: a send followed at once by a leave: the sender still gets its own event, and nothing after`, async () => {
+    t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: interval } });
+    const a = await member();
+    const b = await member();
+    await sendAll(a.s, ["one"]);
+    const sent = a.s.request({ type: "send", room: "lobby", body: "two" });
+    const left = a.s.request({ type: "leave", room: "lobby" });
+    expect(await sent).toMatchObject({ type: "ok", seq: 2 });
+    expect(await left).toMatchObject({ type: "ok" });
+    expect(messageSeqs(await a.s.messages("lobby", 2))).toEqual([1, 2]);
+    await sendAll(b.s, ["three"]);
+    expect(messageSeqs(await b.s.messages("lobby", 3))).toEqual([1, 2, 3]);
+    await a.s.request({ type: "ping" });
+    expect(messageSeqs(a.s.frames)).toEqual([1, 2]);
+  });
+}

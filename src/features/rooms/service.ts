@@ -33,12 +33,16 @@ interface LiveRoom {
   readonly users: Map<string, number>;
   pendingWrites: number;
   /**
-   * Message events committed but not yet published: a busy room's are written to its
-   * members together, at most once per `DELIVERY_INTERVAL_MS` (see `deliver`).
+   * Events committed but not yet published, in order: a busy room's are written to its
+   * members together, at most once per `DELIVERY_INTERVAL_MS` (see `deliver`), and a
+   * turn publishes at most so many bytes (`Outbound.fits`). Presence events queue behind
+   * them while there are any.
    */
   held: string[];
-  /** `performance.now()` when the room's message events were last published. */
+  /** `performance.now()` when the room's events were last published. */
   publishedAt: number;
+  /** When what it holds may go: the end of the interval, or the next turn. */
+  dueAt: number;
 }
 
 interface PendingSend {
@@ -122,6 +126,8 @@ export function createRoomService(deps: {
   const waiting = new Set<LiveRoom>();
   let releaseTimer: ReturnType<typeof setTimeout> | null = null;
   let releaseAt = Infinity;
+  /** Rooms `releaseDue` emptied that have members waiting to subscribe (see `flush`). */
+  const released: LiveRoom[] = [];
   /** The server is stopping: nothing is held any more (see `idle`). */
   let stopping = false;
   /**
@@ -139,7 +145,7 @@ export function createRoomService(deps: {
     let room = live.get(name);
     if (!room) {
       const row = queries.findRoom(name);
-      room = { id: row?.id ?? null, name, topic: `room:${name}`, latestSeq: row?.latestSeq ?? 0, conns: new Set(), catchingUp: new Set(), users: new Map(), pendingWrites: 0, held: [], publishedAt: -Infinity };
+      room = { id: row?.id ?? null, name, topic: `room:${name}`, latestSeq: row?.latestSeq ?? 0, conns: new Set(), catchingUp: new Set(), users: new Map(), pendingWrites: 0, held: [], publishedAt: -Infinity, dueAt: 0 };
       live.set(name, room);
     }
     return room;
@@ -147,9 +153,9 @@ export function createRoomService(deps: {
 
   function unloadIfIdle(room: LiveRoom): void {
     if (room.conns.size > 0 || room.pendingWrites > 0) return;
-    // Nobody is subscribed, so this reaches nobody: it only must not reach the members
-    // of the room's next load, who read these messages from the database.
-    release(room);
+    // Nobody is left to hear what it holds; the members of its next load read it from
+    // the database.
+    waiting.delete(room);
     live.delete(room.name);
   }
 
@@ -162,59 +168,71 @@ export function createRoomService(deps: {
    * whether the turn published 1 message or 16. So a room whose events were published
    * less than `DELIVERY_INTERVAL_MS` ago holds the new ones and publishes them all at
    * that interval's end (`releaseDue`), with one write per member. A room that was quiet
-   * for the interval publishes at once: only a busy room's events wait, each at most
-   * the interval. The `ok` does not wait (the message is committed).
+   * for the interval publishes at once: only a busy room's events wait. The `ok` does
+   * not wait (the message is committed). An event past the turn's byte budget
+   * (`Outbound.fits`) waits for the next turn, whatever the interval.
+   *
+   * Who receives what does not change: a joiner does not subscribe while its room holds
+   * events (it reads on from the database as a catch-up until the room holds none, see
+   * `pumpRooms`), a leaver is sent what the room holds before it unsubscribes, and a
+   * graceful stop publishes everything before the 1001 (`idle`).
    */
   function deliver(room: LiveRoom, frame: string, now: number): void {
-    if (room.held.length === 0 && (stopping || now - room.publishedAt >= config.DELIVERY_INTERVAL_MS)) {
+    const quiet = stopping || now - room.publishedAt >= config.DELIVERY_INTERVAL_MS;
+    if (room.held.length === 0 && quiet && outbound.fits(frame)) {
       outbound.publish(server!, room.topic, frame);
       room.publishedAt = now;
       return;
     }
-    if (room.held.length === 0) waiting.add(room);
+    if (room.held.length === 0) {
+      waiting.add(room);
+      room.dueAt = quiet ? now : room.publishedAt + config.DELIVERY_INTERVAL_MS;
+    }
     room.held.push(frame);
     metrics.messageEventsHeld++;
   }
 
   /**
-   * Publishes what the room holds, now: before anyone subscribes to the room or leaves
-   * it, so that a joiner who read the database up to `latestSeq` is not sent those
-   * messages again, and a leaver still gets what was committed before it left.
+   * Publishes what the room holds, oldest first, while the turn's budget lasts. Returns
+   * whether it all went; if not, the rest goes next turn.
    */
-  function release(room: LiveRoom): boolean {
-    if (room.held.length === 0) return false;
-    waiting.delete(room);
-    const frames = room.held;
-    room.held = [];
-    room.publishedAt = performance.now();
-    if (server) for (const frame of frames) outbound.publish(server, room.topic, frame);
-    return true;
-  }
-
-  /** `release` outside a flush: the next turn checks the members' buffers, as after presence. */
-  function releaseBefore(room: LiveRoom): void {
-    if (release(room)) scheduleFlush();
-  }
-
-  /** Live messages from here on: what the room holds was read from the database already. */
-  function subscribe(ws: Socket, room: LiveRoom): void {
-    releaseBefore(room);
-    ws.subscribe(room.topic);
+  function release(room: LiveRoom, now: number): boolean {
+    let n = 0;
+    while (n < room.held.length && outbound.fits(room.held[n]!)) outbound.publish(server!, room.topic, room.held[n++]!);
+    room.publishedAt = now;
+    if (n === room.held.length) {
+      room.held = [];
+      waiting.delete(room);
+      return true;
+    }
+    room.held.splice(0, n);
+    room.dueAt = now;
+    return false;
   }
 
   /**
-   * Publishes every room whose interval is over; arms the timer for the rest. Runs in
-   * `flush`, whose turn then checks the members' buffers (`afterPublish`). The timer
-   * only schedules a flush, so that the publishing happens in that phase of the loop.
-   * A millisecond early counts as due: a timer can fire a hair before its time.
+   * Publishes the rooms whose time has come, within the turn's budget, and sends their
+   * waiting joiners on (`pump`); arms the timer for the rest, or schedules the next turn
+   * when the budget ran out. Runs in `flush`, whose turn then checks the members'
+   * buffers (`afterPublish`); the timer only schedules a flush. A millisecond early
+   * counts as due: a timer can fire a hair before its time.
    */
   function releaseDue(now: number): void {
+    if (!server) return;
     let next = Infinity;
+    let more = false;
     for (const room of waiting) {
-      const due = room.publishedAt + config.DELIVERY_INTERVAL_MS;
-      if (due <= now + 1) release(room);
-      else next = Math.min(next, due);
+      if (!stopping && room.dueAt > now + 1) {
+        next = Math.min(next, room.dueAt);
+        continue;
+      }
+      if (!release(room, now)) {
+        more = true;
+        break;
+      }
+      if (room.catchingUp.size > 0) released.push(room);
     }
+    if (more) scheduleFlush();
     if (next >= releaseAt) return;
     clearTimeout(releaseTimer ?? undefined);
     releaseAt = next;
@@ -223,6 +241,17 @@ export function createRoomService(deps: {
       releaseAt = Infinity;
       scheduleFlush();
     }, next - now);
+  }
+
+  /** A joiner's live messages from here on, or, while the room holds events, once it holds none. */
+  function subscribeOrWait(ws: Socket, room: LiveRoom, afterReply: (fn: () => void) => void): void {
+    if (room.held.length === 0) {
+      ws.subscribe(room.topic);
+      return;
+    }
+    (ws.data.catchups ??= new Map()).set(room.name, room.latestSeq);
+    room.catchingUp.add(ws);
+    afterReply(() => pump(ws));
   }
 
   /**
@@ -242,7 +271,9 @@ export function createRoomService(deps: {
     const frame = JSON.stringify({ type: "presence", room: room.name, user, state });
     budget.chargeCaused(cause.data, frame.length * room.conns.size);
     for (const ws of room.catchingUp) outbound.send(ws, frame);
-    if (server) {
+    if (server && room.held.length > 0) {
+      room.held.push(frame); // after the messages before it
+    } else if (server) {
       outbound.publish(server, room.topic, frame);
       scheduleFlush();
     } else {
@@ -320,7 +351,8 @@ export function createRoomService(deps: {
     if (held || queue.length === 0) {
       releaseDue(performance.now());
       outbound.afterPublish();
-      if (queue.length === 0) for (const resolve of idleWaiters.splice(0)) resolve();
+      pumpReleased();
+      resolveIdle();
       return; // held: `writeGate.release` schedules it again
     }
     const batch = queue;
@@ -347,7 +379,12 @@ export function createRoomService(deps: {
         metrics.messagesDeduplicated++;
       } else {
         metrics.messagesStored++;
-        if (server) deliver(room, messageEventJson(room.name, item.seq, item.username, item.body, item.atIso, item.nonce), now);
+        if (server) {
+          const frame = messageEventJson(room.name, item.seq, item.username, item.body, item.atIso, item.nonce);
+          deliver(room, frame, now);
+          // A sender that left the room before its send was committed still gets its event.
+          if (!item.ws.data.closed && !item.ws.data.rooms.has(room.name)) outbound.send(item.ws, frame);
+        }
       }
       metrics.sendLatency(now - item.arrivedAt);
     }
@@ -369,13 +406,29 @@ export function createRoomService(deps: {
       }
     }
     outbound.afterPublish();
+    pumpReleased();
     for (const room of touched) {
       // Members still catching up read on to the new latest seq (or pause until drain).
       if (room.catchingUp.size > 0) for (const ws of [...room.catchingUp]) pump(ws);
       unloadIfIdle(room);
     }
     // Nothing can queue a send while this runs: the queue is empty here.
-    for (const resolve of idleWaiters.splice(0)) resolve();
+    resolveIdle();
+  }
+
+  /** Joiners waiting for their room to publish what it held: it has, so they subscribe. */
+  function pumpReleased(): void {
+    for (const room of released.splice(0)) for (const ws of [...room.catchingUp]) pump(ws);
+  }
+
+  /**
+   * Shutdown waits until nothing is queued or held, and what was published is written:
+   * a turn's frames go out when it ends, and the sockets are closed right after this.
+   */
+  function resolveIdle(): void {
+    if (idleWaiters.length === 0 || queue.length > 0 || waiting.size > 0) return;
+    if (outbound.publishing) scheduleFlush();
+    else for (const resolve of idleWaiters.splice(0)) resolve();
   }
 
   /**
@@ -409,8 +462,13 @@ export function createRoomService(deps: {
       while (!paused) {
         if (ws.data.closed) return;
         if (cursor >= room.latestSeq) {
+          // Not while the room holds events it has read (`deliver`): the release pumps it.
+          if (room.held.length > 0) {
+            paused = true;
+            break;
+          }
           // Same synchronous block as the last read: no commit can fall in between.
-          subscribe(ws, room);
+          ws.subscribe(room.topic);
           catchups.delete(name);
           room.catchingUp.delete(ws);
           break;
@@ -486,10 +544,12 @@ export function createRoomService(deps: {
   function leaveRoom(ws: Socket, room: LiveRoom): void {
     const username = ws.data.user!.username;
     ws.data.rooms.delete(room.name);
+    // A subscribed member gets what the room holds, committed before it left; one still
+    // catching up has read it from the database, or stops here.
+    if (!ws.data.closed && !room.catchingUp.has(ws)) for (const frame of room.held) outbound.send(ws, frame);
     ws.data.catchups?.delete(room.name);
     room.catchingUp.delete(ws);
     room.conns.delete(ws);
-    releaseBefore(room);
     if (!ws.data.closed) ws.unsubscribe(room.topic);
     const left = (room.users.get(username) ?? 1) - 1;
     if (left > 0) {
@@ -536,9 +596,6 @@ export function createRoomService(deps: {
       }
       const room = load(name);
       if (!already) {
-        // The members hear of earlier messages first, and the joiner, who reads up to
-        // latestSeq, is not sent them again (it subscribes below).
-        releaseBefore(room);
         if (!room.users.has(username)) presence(room, username, "join", ws);
         room.users.set(username, (room.users.get(username) ?? 0) + 1);
         room.conns.add(ws);
@@ -546,7 +603,7 @@ export function createRoomService(deps: {
       }
       const result: ResultOf<"join"> = { room: name, seq: room.latestSeq, members: [...room.users.keys()] };
       if (since === undefined) {
-        if (!already) subscribe(ws, room);
+        if (!already) subscribeOrWait(ws, room, afterReply);
         return result;
       }
       const missed = room.latestSeq - since;
@@ -558,7 +615,7 @@ export function createRoomService(deps: {
         return result;
       }
       if (!result.recovered || missed === 0) {
-        subscribe(ws, room);
+        subscribeOrWait(ws, room, afterReply);
         return result;
       }
       (conn.catchups ??= new Map()).set(name, since);
@@ -637,14 +694,12 @@ export function createRoomService(deps: {
     },
 
     /**
-     * For shutdown: from now on nothing is held, and this resolves once every queued send
-     * is committed and answered, and a turn has written the held message events.
+     * For shutdown: from now on nothing waits for an interval, and this resolves once
+     * every queued send is committed and answered and every held event written.
      */
     idle(): Promise<void> {
       stopping = true;
-      let released = false;
-      for (const room of [...waiting]) released = release(room) || released;
-      if (queue.length === 0 && !released) return Promise.resolve();
+      if (queue.length === 0 && waiting.size === 0) return Promise.resolve();
       scheduleFlush();
       return new Promise<void>((resolve) => idleWaiters.push(resolve));
     },
