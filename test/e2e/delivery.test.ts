@@ -33,6 +33,17 @@ async function sendAll(s: Awaited<ReturnType<typeof member>>["s"], bodies: strin
   return seqs;
 }
 
+/** a and b in the lobby: "one" went out at once, "two" and "three" are answered ok and held. */
+async function twoHeld(interval = INTERVAL) {
+  t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: interval } });
+  const a = await member();
+  const b = await member();
+  await sendAll(a.s, ["one"]);
+  await b.s.messages("lobby", 1);
+  await sendAll(a.s, ["two", "three"]);
+  return { a, b };
+}
+
 test("a quiet room's message goes out at once; those sent within the interval wait for its end and arrive together, in order", async () => {
   t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: INTERVAL } });
   const a = await member();
@@ -66,12 +77,7 @@ test("DELIVERY_INTERVAL_MS=0: every commit's message events are written in its o
 });
 
 test("a join while messages are held: the members hear of them before the join's presence, and the joiner gets each once", async () => {
-  t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: INTERVAL } });
-  const a = await member();
-  const b = await member();
-  await sendAll(a.s, ["one"]);
-  await b.s.messages("lobby", 1);
-  await sendAll(a.s, ["two", "three"]); // held
+  const { a, b } = await twoHeld();
 
   // With since: replayed from the database up to seq 3, then live, with no second copy of 2 and 3.
   const c = await signedIn(t);
@@ -97,12 +103,7 @@ test("a join while messages are held: the members hear of them before the join's
 });
 
 test("a member that leaves while messages are held still gets what was committed before it left", async () => {
-  t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: INTERVAL } });
-  const a = await member();
-  const b = await member();
-  await sendAll(a.s, ["one"]);
-  await b.s.messages("lobby", 1);
-  await sendAll(a.s, ["two", "three"]); // held
+  const { a, b } = await twoHeld();
   expect(await b.s.request({ type: "leave", room: "lobby" })).toMatchObject({ type: "ok" });
   expect(messageSeqs(b.s.frames)).toEqual([1, 2, 3]);
   // And nothing after it.
@@ -128,12 +129,7 @@ test("a room left empty while its messages are held, and joined again: each mess
 });
 
 test("a graceful stop writes the held messages before closing with 1001", async () => {
-  t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: 60_000 } });
-  const a = await member();
-  const b = await member();
-  await sendAll(a.s, ["one"]);
-  await b.s.messages("lobby", 1);
-  await sendAll(a.s, ["two", "three"]); // held for a minute
+  const { a, b } = await twoHeld(60_000);
   await t.app.shutdown();
   expect((await b.s.closed).code).toBe(1001);
   expect(messageSeqs(b.s.frames)).toEqual([1, 2, 3]);
