@@ -3,7 +3,7 @@ import { CloseCode } from "../protocol/index.ts";
 import type { Socket } from "./connection.ts";
 
 /** The most bytes a published text frame can take: 3 UTF-8 bytes per UTF-16 unit, and a header. */
-const frameBytesBound = (frame: string) => frame.length * 3 + 14;
+export const frameBytesBound = (frame: string) => frame.length * 3 + 14;
 
 /**
  * Every frame to a client goes through here, so that one rule holds everywhere: a

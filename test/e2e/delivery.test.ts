@@ -211,3 +211,19 @@ for (const interval of [0, INTERVAL]) {
     expect(messageSeqs(a.s.frames)).toEqual([1, 2]);
   });
 }
+
+test("a room holds at most a quarter of SEND_BUFFER_BYTES of events: past it, it publishes without waiting for the interval", async () => {
+  // 1 MiB send buffer: the room publishes once it holds 256 KiB, counted at 3 bytes a character.
+  t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: 60_000, SEND_BUFFER_BYTES: 1_048_576 } });
+  const a = await member();
+  const b = await member();
+  await sendAll(a.s, ["one"]);
+  await b.s.messages("lobby", 1);
+  // 20 events of about 4,100 characters: about 246,000 bytes counted, under the cap.
+  await sendAll(a.s, Array.from({ length: 20 }, (_, i) => `${i}:`.padEnd(4000, "x")));
+  await b.s.request({ type: "ping" });
+  expect(messageSeqs(b.s.unclaimed)).toEqual([]);
+  // One whose 4,000 characters JSON writes as 24,000 (\u0001 each): past the cap.
+  await sendAll(a.s, ["\u0001".repeat(4000)]);
+  expect(messageSeqs(await b.s.messages("lobby", 21))).toEqual(Array.from({ length: 21 }, (_, i) => i + 2));
+});

@@ -10,7 +10,7 @@ import type { Metrics } from "../../metrics.ts";
 import { CloseCode, ProtocolError, type ResultOf, type StoredMessage } from "../../protocol/index.ts";
 import type { Socket } from "../../ws/connection.ts";
 import type { Later } from "../../ws/dispatcher.ts";
-import type { Outbound } from "../../ws/outbound.ts";
+import { frameBytesBound, type Outbound } from "../../ws/outbound.ts";
 import { hintMs, nextSlot, refilled, type RequestBudget } from "../../ws/request-budget.ts";
 import type { MessageInsert, RoomQueries } from "./queries.ts";
 
@@ -39,6 +39,8 @@ interface LiveRoom {
    * them while there are any.
    */
   held: string[];
+  /** What `held` adds up to, by `frameBytesBound`. */
+  heldBytes: number;
   /** `performance.now()` when the room's events were last published. */
   publishedAt: number;
   /** When what it holds may go: the end of the interval, or the next turn. */
@@ -113,6 +115,13 @@ export function createRoomService(deps: {
   const catchupHighWater = Math.floor(config.SEND_BUFFER_BYTES / 4);
   /** A history reply stays under half the send buffer; a page of huge bodies is cut short. */
   const historyBudget = Math.floor(config.SEND_BUFFER_BYTES / 2);
+  /**
+   * A room holds at most this much (`frameBytesBound`) before it publishes, whatever the
+   * interval. Released at once, a second of a busy room's events (12 MB) reached members
+   * faster than they could read and closed them with 1013, members that kept up with the
+   * same messages sent as they came; a burst this size fits in their buffers.
+   */
+  const heldCap = Math.floor(config.SEND_BUFFER_BYTES / 4);
   let server: Server<unknown> | null = null;
   let queue: PendingSend[] = [];
   let flushScheduled = false;
@@ -145,7 +154,7 @@ export function createRoomService(deps: {
     let room = live.get(name);
     if (!room) {
       const row = queries.findRoom(name);
-      room = { id: row?.id ?? null, name, topic: `room:${name}`, latestSeq: row?.latestSeq ?? 0, conns: new Set(), catchingUp: new Set(), users: new Map(), pendingWrites: 0, held: [], publishedAt: -Infinity, dueAt: 0 };
+      room = { id: row?.id ?? null, name, topic: `room:${name}`, latestSeq: row?.latestSeq ?? 0, conns: new Set(), catchingUp: new Set(), users: new Map(), pendingWrites: 0, held: [], heldBytes: 0, publishedAt: -Infinity, dueAt: 0 };
       live.set(name, room);
     }
     return room;
@@ -188,8 +197,15 @@ export function createRoomService(deps: {
       waiting.add(room);
       room.dueAt = quiet ? now : room.publishedAt + config.DELIVERY_INTERVAL_MS;
     }
-    room.held.push(frame);
+    hold(room, frame);
     metrics.messageEventsHeld++;
+  }
+
+  /** Queues `frame` behind what the room holds; past `heldCap`, the room is due now. */
+  function hold(room: LiveRoom, frame: string): void {
+    room.held.push(frame);
+    room.heldBytes += frameBytesBound(frame);
+    if (room.heldBytes >= heldCap) room.dueAt = Math.min(room.dueAt, performance.now());
   }
 
   /**
@@ -198,10 +214,15 @@ export function createRoomService(deps: {
    */
   function release(room: LiveRoom, now: number): boolean {
     let n = 0;
-    while (n < room.held.length && outbound.fits(room.held[n]!)) outbound.publish(server!, room.topic, room.held[n++]!);
+    while (n < room.held.length && outbound.fits(room.held[n]!)) {
+      const frame = room.held[n++]!;
+      room.heldBytes -= frameBytesBound(frame);
+      outbound.publish(server!, room.topic, frame);
+    }
     room.publishedAt = now;
     if (n === room.held.length) {
       room.held = [];
+      room.heldBytes = 0;
       waiting.delete(room);
       return true;
     }
@@ -272,7 +293,7 @@ export function createRoomService(deps: {
     budget.chargeCaused(cause.data, frame.length * room.conns.size);
     for (const ws of room.catchingUp) outbound.send(ws, frame);
     if (server && room.held.length > 0) {
-      room.held.push(frame); // after the messages before it
+      hold(room, frame); // after the messages before it
     } else if (server) {
       outbound.publish(server, room.topic, frame);
       scheduleFlush();
