@@ -282,10 +282,11 @@ export function createServer(deps: ServerDeps) {
     data: {} as Conn,
     maxPayloadLength: config.MAX_FRAME_BYTES,
     // Past this Bun drops frames for the socket, silently. Outbound closes it with 1013
-    // once it measures more than SEND_BUFFER_BYTES buffered; the margin covers frames it
-    // counts late (a presence event published from a sign-in's promise callback is
-    // written after the next setImmediate, not before, so the next commit's turn can take
-    // it as written).
+    // once it measures more than SEND_BUFFER_BYTES buffered; the margin covers what one
+    // turn publishes before it is measured (at most half of it, `Outbound.fits`) and
+    // frames it counts late (a presence event published from a sign-in's promise callback
+    // is written after the next setImmediate, not before, so the next commit's turn can
+    // take it as written).
     backpressureLimit: 2 * config.SEND_BUFFER_BYTES,
     closeOnBackpressureLimit: false,
     idleTimeout: config.IDLE_TIMEOUT_S,

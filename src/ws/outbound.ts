@@ -74,6 +74,11 @@ export class Outbound {
     this.mark = this.published;
   }
 
+  /** Whether this commit's turn has published anything (it is written when the turn ends). */
+  get publishing(): boolean {
+    return this.published !== this.mark;
+  }
+
   /**
    * Whether `frame` may still be published in this commit's turn. What a turn publishes
    * is not in any socket's buffered amount until the turn ends, so the measurement
@@ -85,11 +90,6 @@ export class Outbound {
    * below Bun's `backpressureLimit` (twice it), and is closed with 1013 at the next
    * measurement. The rest waits for the next turn.
    */
-  /** Whether this commit's turn has published anything (it is written when the turn ends). */
-  get publishing(): boolean {
-    return this.published !== this.mark;
-  }
-
   fits(frame: string): boolean {
     return this.published === this.mark || this.published - this.mark + frameBytesBound(frame) <= this.limit / 2;
   }

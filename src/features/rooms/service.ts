@@ -88,11 +88,12 @@ export type RoomService = ReturnType<typeof createRoomService>;
  * Rooms: membership and presence in memory, history in SQLite, and the write path.
  *
  * Sends are group-committed: every send that arrives before the next turn of the event
- * loop is written in one transaction, then acknowledged and published. Seqs are assigned
- * inside that synchronous transaction, so they are gapless, and the queue is FIFO, so one
- * connection's sends keep their arrival order. Publishing happens in the same synchronous
- * block as the commit, which is what makes recovery exact: a join reads the database and
- * subscribes with no commit in between, so it sees each message once, either way.
+ * loop is written in one transaction, then acknowledged and published (or held for the
+ * room's next batch, see `deliver`). Seqs are assigned inside that synchronous
+ * transaction, so they are gapless, and the queue is FIFO, so one connection's sends keep
+ * their arrival order. Recovery is exact because a join reads the database and subscribes
+ * with no commit in between, and only while the room holds no events it has read: it
+ * sees each message once, either way.
  */
 export function createRoomService(deps: {
   client: Database;
@@ -137,7 +138,7 @@ export function createRoomService(deps: {
   let releaseAt = Infinity;
   /** Rooms `releaseDue` emptied that have members waiting to subscribe (see `flush`). */
   const released: LiveRoom[] = [];
-  /** The server is stopping: nothing is held any more (see `idle`). */
+  /** The server is stopping: nothing waits for an interval any more (see `idle`). */
   let stopping = false;
   /**
    * Rooms stored, counted once and then kept (rooms are stored with their first message
@@ -668,7 +669,8 @@ export function createRoomService(deps: {
 
     /**
      * Queues a send for the next group commit and answers `reply` after it: `ok` once
-     * the message is committed (and published). Throws `not_joined` or `rate_limited`.
+     * the message is committed (its event published, or held, see `deliver`). Throws
+     * `not_joined` or `rate_limited`.
      */
     send(ws: Socket, name: string, body: string, nonce: string | undefined, arrivedAt: number, reply: Later<"send">): void {
       const conn = ws.data;
