@@ -4,6 +4,7 @@
  * The interval here is long enough that "held" is a state a test can see.
  */
 import { afterEach, expect, test } from "bun:test";
+import type { Config } from "../../src/config.ts";
 import { signedIn, startApp, type Frame, type TestApp } from "../helpers.ts";
 
 let t: TestApp;
@@ -33,13 +34,19 @@ async function sendAll(s: Awaited<ReturnType<typeof member>>["s"], bodies: strin
   return seqs;
 }
 
-/** a and b in the lobby: "one" went out at once, "two" and "three" are answered ok and held. */
-async function twoHeld(interval = INTERVAL) {
-  t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: interval } });
+/** a and b in the lobby, and "one" from a has reached b (at once: the room was quiet). */
+async function oneDelivered(config: Partial<Config>) {
+  t = await startApp({ config: { ...FAST, ...config } });
   const a = await member();
   const b = await member();
   await sendAll(a.s, ["one"]);
   await b.s.messages("lobby", 1);
+  return { a, b };
+}
+
+/** As `oneDelivered`, then "two" and "three" are answered ok and held. */
+async function twoHeld(interval = INTERVAL) {
+  const { a, b } = await oneDelivered({ DELIVERY_INTERVAL_MS: interval });
   await sendAll(a.s, ["two", "three"]);
   return { a, b };
 }
@@ -182,11 +189,7 @@ for (const interval of [0, 1000]) {
 }
 
 test("a graceful stop with megabytes held writes them all before the 1001", async () => {
-  t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: 60_000, SEND_BUFFER_BYTES: 65_536 } });
-  const a = await member();
-  const b = await member();
-  await sendAll(a.s, ["one"]);
-  await b.s.messages("lobby", 1);
+  const { a, b } = await oneDelivered({ DELIVERY_INTERVAL_MS: 60_000, SEND_BUFFER_BYTES: 65_536 });
   const n = 1000;
   await burst(a.s, n, 4000); // held for a minute
   await t.app.shutdown();
@@ -214,11 +217,7 @@ for (const interval of [0, INTERVAL]) {
 
 test("a room holds at most a quarter of SEND_BUFFER_BYTES of events: past it, it publishes without waiting for the interval", async () => {
   // 1 MiB send buffer: the room publishes once it holds 256 KiB, counted at 3 bytes a character.
-  t = await startApp({ config: { ...FAST, DELIVERY_INTERVAL_MS: 60_000, SEND_BUFFER_BYTES: 1_048_576 } });
-  const a = await member();
-  const b = await member();
-  await sendAll(a.s, ["one"]);
-  await b.s.messages("lobby", 1);
+  const { a, b } = await oneDelivered({ DELIVERY_INTERVAL_MS: 60_000, SEND_BUFFER_BYTES: 1_048_576 });
   // 20 events of about 4,100 characters: about 246,000 bytes counted, under the cap.
   await sendAll(a.s, Array.from({ length: 20 }, (_, i) => `${i}:`.padEnd(4000, "x")));
   await b.s.request({ type: "ping" });
